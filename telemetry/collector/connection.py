@@ -1,0 +1,331 @@
+"""One agent connection's life: frames in, readings to the pipeline, acks out.
+
+How this works: :meth:`Connection.run` reads chunks, cuts them into frames with the sans-I/O
+:class:`FrameDecoder` and handles each frame in order. A fire-and-forget reading is validated
+and queued with no reply. A ``batch`` is validated reading by reading; the good ones go to the
+pipeline and a task waits for every sink to take them before it sends ``ack`` (listing the
+rejected indexes), or ``nack`` when a sink gave up. At most ``window`` batches wait at once:
+beyond that, and whenever a sink queue is full, the loop stops reading (backpressure).
+
+A :class:`ProtocolError` (broken header, oversized frame, bad hello...) sends one ``error``
+message and closes this connection only. :meth:`Connection.drain` sends ``goaway``, stops
+reading, and lets in-flight batches finish and be acked before the connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from pydantic import ValidationError
+
+from telemetry.collector.pipeline import DeliveryFailed
+from telemetry.log import get_logger
+from telemetry.protocol import (
+    Ack,
+    Batch,
+    Error,
+    FrameDecoder,
+    Goaway,
+    Hello,
+    HelloRequired,
+    Nack,
+    ProtocolError,
+    ProtocolViolation,
+    Reading,
+    RejectedReading,
+    Unauthorized,
+    Welcome,
+    decode_json,
+    encode_frame,
+    parse_client_message,
+    validate_reading,
+    validate_readings,
+    validation_context,
+)
+from telemetry.protocol.errors import BadJson
+from telemetry.protocol.messages import PROTOCOL_VERSION, Rejection, describe_errors
+from telemetry.sinks.base import Record
+
+if TYPE_CHECKING:
+    from telemetry.collector.server import Collector
+
+log = get_logger("telemetry.connection")
+
+READ_SIZE = 256 * 1024
+# A malformed payload that claims to be a control message is fatal (DESIGN.md section 2);
+# one that is just a broken reading only skips that frame.
+_CONTROL = re.compile(rb'"type"\s*:\s*"(?:hello|batch)"')
+
+
+class Connection:
+    """Serves one TCP connection from an agent or a plain ``nc``."""
+
+    def __init__(
+        self,
+        collector: Collector,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        conn_id: int,
+    ) -> None:
+        self.collector = collector
+        self.config = collector.config.ingest
+        self.reader = reader
+        self.writer = writer
+        self.conn_id = conn_id
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.agent: str | None = None
+        self.connected_at = datetime.now(UTC)
+        self.decoder = FrameDecoder(self.config.max_frame_bytes)
+        self._window = asyncio.Semaphore(self.config.window)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._draining = False
+        self._reading = False
+        self._task: asyncio.Task[None] | None = None
+
+    # --- life -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until EOF, a fatal error, an idle timeout or a drain."""
+        self._task = asyncio.current_task()
+        with structlog.contextvars.bound_contextvars(conn_id=self.conn_id, peer=self.peer):
+            log.info("connection_opened")
+            reason = "closed"
+            try:
+                reason = await self._read_loop()
+            except asyncio.CancelledError:
+                if not self._draining:
+                    raise
+                reason = "drained"
+            except ProtocolError as exc:
+                reason = exc.code
+                await self._fatal(exc.code, exc.detail)
+            except (ConnectionError, OSError) as exc:
+                reason = "connection_lost"
+                log.info("connection_lost", error=str(exc))
+            finally:
+                await self._finish_inflight()
+                await self._close()
+                log.info("connection_closed", reason=reason, agent=self.agent)
+
+    async def _read_loop(self) -> str:
+        idle = self.config.idle_timeout
+        loop = asyncio.get_running_loop()
+        idle_deadline = loop.time() + idle  # moved on by every complete frame, heartbeats too
+        while not self._draining:
+            self._reading = True
+            try:
+                async with asyncio.timeout_at(idle_deadline):
+                    data = await self.reader.read(READ_SIZE)
+            except TimeoutError:
+                await self._fatal("idle_timeout", f"no frame for {idle:g} s")
+                return "idle_timeout"
+            finally:
+                self._reading = False
+            if not data:
+                try:
+                    self.decoder.feed_eof()
+                except ProtocolError as exc:
+                    log.warning("truncated_frame", detail=exc.detail)
+                    return exc.code
+                return "eof"
+            try:
+                frames = self.decoder.feed(data)
+            except ProtocolError as exc:
+                await self._handle_frames(exc.frames)
+                raise
+            if frames:
+                idle_deadline = loop.time() + idle
+                await self._handle_frames(frames)
+        return "drained"
+
+    def drain(self, reason: str = "draining") -> None:
+        """Send ``goaway``, stop reading; in-flight batches still get their acks."""
+        if self._draining:
+            return
+        self._draining = True
+        self._send(Goaway(reason=reason).encode())
+        if self._reading and self._task is not None:
+            self._task.cancel()
+
+    async def _finish_inflight(self) -> None:
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _close(self) -> None:
+        try:
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+        except (OSError, RuntimeError):
+            pass
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+    async def _fatal(self, code: str, detail: str) -> None:
+        log.warning("connection_error", code=code, detail=detail)
+        self.collector.stats.errors += 1
+        self._send(Error(code=code, detail=detail).encode())
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.drain()
+
+    def _send(self, payload: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(encode_frame(payload))
+
+    # --- frames -----------------------------------------------------------------------------
+
+    async def _handle_frames(self, frames: list[bytes]) -> None:
+        loose: list[Record] = []  # fire-and-forget readings of these frames, queued together
+        for payload in frames:
+            self.collector.stats.frames += 1
+            if not payload:
+                continue  # heartbeat
+            try:
+                obj = decode_json(payload)
+            except BadJson as exc:
+                if self.agent is None and _CONTROL.search(payload):
+                    raise
+                self._reject_loose(("payload: " + exc.detail,))
+                continue
+            message = parse_client_message(obj)
+            if isinstance(message, dict):
+                record = self._loose_reading(message)
+                if record is not None:
+                    loose.append(record)
+            elif isinstance(message, Batch):
+                if loose:
+                    await self.collector.pipeline.submit_nowait_ack(loose)
+                    loose = []
+                await self._handle_batch(message)
+            else:
+                self._handle_hello(message)
+        if loose:
+            await self.collector.pipeline.submit_nowait_ack(loose)
+
+    def _handle_hello(self, hello: Hello) -> None:
+        if self.agent is not None:
+            raise ProtocolViolation("second hello on one connection")
+        if hello.protocol != PROTOCOL_VERSION:
+            raise ProtocolViolation(
+                f"protocol {hello.protocol} is not supported; this collector speaks "
+                f"{PROTOCOL_VERSION}"
+            )
+        tokens = self.config.tokens
+        if tokens and not any(
+            hmac.compare_digest((hello.token or "").encode(), t.encode()) for t in tokens
+        ):
+            raise Unauthorized("hello token missing or not accepted")
+        self.agent = hello.agent
+        structlog.contextvars.bind_contextvars(agent=hello.agent)
+        log.info("agent_hello")
+        self._send(
+            Welcome(
+                collector=self.collector.config.collector.id,
+                max_frame_bytes=self.config.max_frame_bytes,
+                window=self.config.window,
+            ).encode()
+        )
+
+    def _loose_reading(self, raw: dict[str, Any]) -> Record | None:
+        now = datetime.now(UTC)
+        try:
+            reading = validate_reading(raw, self._context(now))
+        except ValidationError as exc:
+            self._reject_loose(describe_errors(exc))
+            return None
+        self.collector.stats.readings_accepted += 1
+        return self._record(reading, None, now)
+
+    def _reject_loose(self, errors: tuple[str, ...]) -> None:
+        self.collector.stats.readings_rejected += 1
+        log.warning("reading_rejected", errors=list(errors), fire_and_forget=True)
+
+    async def _handle_batch(self, batch: Batch) -> None:
+        if self.agent is None:
+            raise HelloRequired("send hello before the first batch")
+        if len(batch.readings) > self.config.max_batch:
+            raise ProtocolViolation(
+                f"batch of {len(batch.readings)} readings exceeds max_batch {self.config.max_batch}"
+            )
+        now = datetime.now(UTC)
+        accepted, rejected = validate_readings(batch.readings, self._context(now))
+        stats = self.collector.stats
+        stats.batches += 1
+        stats.readings_accepted += len(accepted)
+        stats.readings_rejected += len(rejected)
+        for rejection in rejected:
+            log.warning(
+                "reading_rejected",
+                seq=batch.seq,
+                index=rejection.index,
+                errors=list(rejection.errors),
+            )
+        if not accepted:
+            self._send_ack(batch.seq, 0, rejected)
+            return
+        records = [
+            self._record(reading, f"{self.agent}:{batch.seq}:{index}", now)
+            for index, reading in accepted
+        ]
+        await self._window.acquire()
+        try:
+            done = await self.collector.pipeline.submit(records)
+        except BaseException:
+            self._window.release()
+            raise
+        task = asyncio.create_task(self._ack_when_done(batch.seq, len(records), rejected, done))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _ack_when_done(
+        self, seq: int, accepted: int, rejected: list[Rejection], done: asyncio.Future[Any]
+    ) -> None:
+        try:
+            await done
+        except DeliveryFailed as exc:
+            self.collector.stats.nacks += 1
+            log.warning("batch_nacked", seq=seq, sink=exc.sink, reason=exc.reason)
+            self._send(
+                Nack(
+                    seq=seq,
+                    reason=f"sink {exc.sink} unavailable",
+                    retry_after_ms=self.collector.retry_after_ms,
+                ).encode()
+            )
+        else:
+            self._send_ack(seq, accepted, rejected)
+        finally:
+            self._window.release()
+
+    def _send_ack(self, seq: int, accepted: int, rejected: list[Rejection]) -> None:
+        self.collector.stats.acks += 1
+        self._send(
+            Ack(
+                seq=seq,
+                accepted=accepted,
+                rejected=[RejectedReading(index=r.index, errors=list(r.errors)) for r in rejected],
+            ).encode()
+        )
+
+    def _context(self, now: datetime) -> dict[str, Any]:
+        return validation_context(now, self.config.max_clock_skew)
+
+    def _record(self, reading: Reading, reading_id: str | None, now: datetime) -> Record:
+        return Record(
+            id=reading_id,
+            agent=self.agent or self.peer,
+            sensor=reading.sensor,
+            value=reading.value,
+            ts=reading.ts or now,
+            received_at=now,
+            metric=reading.metric,
+            unit=reading.unit,
+            tags=reading.tags,
+        )

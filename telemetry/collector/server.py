@@ -1,0 +1,193 @@
+"""The collector: a TCP listener for agents, the pipeline, the HTTP side port, and the drain.
+
+How this works: :meth:`Collector.start` starts the sinks, then the listeners. Each accepted
+connection is served by a :class:`Connection` task. :meth:`Collector.shutdown` (on SIGTERM or
+SIGINT) drains: readiness turns 503, the listener stops accepting, every connection gets
+``goaway`` and stops reading, in-flight batches are written and acked, then the sinks are
+flushed and closed, all within ``shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import signal
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from telemetry.collector.connection import Connection
+from telemetry.collector.http import HttpServer
+from telemetry.collector.pipeline import Pipeline, SinkRunner
+from telemetry.config import CollectorConfig
+from telemetry.log import get_logger
+from telemetry.protocol import Error, encode_frame
+from telemetry.sinks.base import Sink
+from telemetry.sinks.registry import build_sink
+
+log = get_logger("telemetry.collector")
+
+State = Literal["starting", "serving", "draining", "stopped"]
+
+
+class ListenError(OSError):
+    """A listener could not bind its address (busy port, bad host)."""
+
+
+@dataclass
+class Stats:
+    """Counters of what the collector has seen since it started."""
+
+    connections_total: int = 0
+    connections_refused: int = 0
+    frames: int = 0
+    batches: int = 0
+    readings_accepted: int = 0
+    readings_rejected: int = 0
+    acks: int = 0
+    nacks: int = 0
+    errors: int = 0
+
+
+class Collector:
+    """Receives readings from agents and hands them to the sinks."""
+
+    retry_after_ms = 1000
+
+    def __init__(self, config: CollectorConfig, sinks: list[Sink] | None = None) -> None:
+        self.config = config
+        self.stats = Stats()
+        built = sinks if sinks is not None else [build_sink(c) for c in config.sinks]
+        self.pipeline = Pipeline(
+            [SinkRunner(sink, cfg) for sink, cfg in zip(built, config.sinks, strict=True)]
+        )
+        self.state: State = "starting"
+        self.connections: dict[int, Connection] = {}
+        self.http = HttpServer(self)
+        self.ingest_port: int | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._next_id = 0
+        self._stop: asyncio.Event | None = None
+
+    # --- life -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start sinks, then the ingest and HTTP listeners; raise :class:`ListenError`."""
+        self._stop = asyncio.Event()
+        await self.pipeline.start()
+        ingest = self.config.ingest
+        try:
+            self._server = await asyncio.start_server(
+                self._accept, ingest.host, ingest.port, reuse_address=True, backlog=1024
+            )
+            self.ingest_port = self._server.sockets[0].getsockname()[1]
+            if self.config.http.enabled:
+                await self.http.start(self.config.http.host, self.config.http.port)
+        except OSError as exc:
+            await self._abort()
+            raise _listen_error(exc, self._failed_address(exc)) from None
+        self.state = "serving"
+        log.info(
+            "collector_started",
+            collector=self.config.collector.id,
+            ingest=f"{ingest.host}:{self.ingest_port}",
+            http=f"{self.config.http.host}:{self.http.port}" if self.config.http.enabled else None,
+            sinks=[runner.name for runner in self.pipeline.runners],
+        )
+
+    def _failed_address(self, exc: OSError) -> str:
+        if self._server is None:
+            return f"{self.config.ingest.host}:{self.config.ingest.port}"
+        return f"{self.config.http.host}:{self.config.http.port}"
+
+    async def _abort(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self.http.stop()
+        await self.pipeline.close(timeout=1.0)
+        self.state = "stopped"
+
+    def request_stop(self) -> None:
+        """Begin the drain (what SIGTERM and SIGINT do)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT or :meth:`request_stop`, then drain."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            assert self._stop is not None
+            await self._stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.shutdown()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("signal_received", signal=sig.name)
+        self.request_stop()
+
+    async def shutdown(self) -> None:
+        """Drain: stop accepting, ``goaway``, finish in-flight batches, flush sinks."""
+        if self.state in ("draining", "stopped"):
+            return
+        self.state = "draining"
+        timeout = self.config.collector.shutdown_timeout
+        deadline = time.monotonic() + timeout
+        log.info("drain_started", connections=len(self.connections), timeout=timeout)
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections.values()):
+            conn.drain("collector shutting down")
+        if self._tasks:
+            # Leave a fifth of the time for flushing the sinks.
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout * 0.8)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("drain_connections_cancelled", connections=len(pending))
+                await asyncio.wait(pending, timeout=1.0)
+        await self.pipeline.close(timeout=max(0.5, deadline - time.monotonic()))
+        await self.http.stop()
+        self.state = "stopped"
+        log.info("collector_stopped", **vars(self.stats))
+
+    # --- connections ------------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self.connections) >= self.config.ingest.max_connections or self.state != "serving":
+            self.stats.connections_refused += 1
+            code = "too_many_connections"
+            detail = (
+                f"limit max_connections {self.config.ingest.max_connections}"
+                if self.state == "serving"
+                else "collector is draining"
+            )
+            log.warning("connection_refused", code=code, detail=detail)
+            writer.write(encode_frame(Error(code=code, detail=detail).encode()))
+            writer.close()
+            return
+        self._next_id += 1
+        self.stats.connections_total += 1
+        conn = Connection(self, reader, writer, self._next_id)
+        self.connections[conn.conn_id] = conn
+        self._tasks.add(task)
+        try:
+            await conn.run()
+        except Exception:  # a task root: log, and let the other connections go on
+            log.exception("connection_crashed", conn_id=conn.conn_id)
+        finally:
+            del self.connections[conn.conn_id]
+            self._tasks.discard(task)
+
+
+def _listen_error(exc: OSError, address: str) -> ListenError:
+    if exc.errno == errno.EADDRINUSE:
+        return ListenError(exc.errno, f"cannot listen on {address}: address already in use")
+    return ListenError(exc.errno, f"cannot listen on {address}: {exc.strerror or exc}")

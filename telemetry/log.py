@@ -1,0 +1,56 @@
+"""The one ``structlog.configure()`` call.
+
+JSON lines (ISO timestamps, level, event, logger, bound context) when stderr is not a
+terminal, as in a container; colored key=value on a terminal. Event names are short
+``snake_case`` facts; data goes in keyword arguments. Payloads and tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+
+LogFormat = Literal["auto", "json", "console"]
+
+
+def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
+    """Configure structlog (and stdlib logging, for libraries) to write to stderr."""
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.typing.Processor
+    if console:
+        renderer = structlog.dev.ConsoleRenderer(colors=True)
+    else:
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    # structlog renders the line; stdlib logging only writes it (and carries library logs).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+
+
+def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """A logger whose events carry ``logger=name``."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
+    return logger

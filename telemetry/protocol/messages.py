@@ -1,0 +1,345 @@
+"""Message models of wire protocol v1 (DESIGN.md section 2), and their JSON codec.
+
+Agent to collector: a bare reading object (fire-and-forget), :class:`Hello`, :class:`Batch`.
+Collector to agent: :class:`Welcome`, :class:`Ack`, :class:`Nack`, :class:`Goaway`,
+:class:`Error`. Everything here is pure: no sockets, no event loop.
+
+Readings are validated apart from their batch (:func:`validate_readings`) so that one bad
+reading is rejected with reasons naming its fields while the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from telemetry.protocol.errors import (
+    BadJson,
+    NotAnObject,
+    ProtocolViolation,
+    UnknownType,
+)
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_CLOCK_SKEW = 300.0
+DEFAULT_MAX_BATCH = 10_000
+MAX_TAGS = 32
+
+
+def _no_control_chars(value: str) -> str:
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise PydanticCustomError("control_characters", "must not contain control characters")
+    return value
+
+
+def _finite_number(value: Any) -> float:
+    # Strict on purpose: "41.2" and true are not numbers, NaN and infinities are not finite.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError(
+            "number_type", "must be a number, not {kind}", {"kind": _json_kind(value)}
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError("finite_number", "must be a finite number")
+    try:
+        return float(value)
+    except OverflowError:
+        raise PydanticCustomError("finite_number", "must be a finite number") from None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _epoch_to_datetime(value: Any) -> Any:
+    # Numbers are Unix epoch seconds. Pydantic alone would read large ones as milliseconds.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise PydanticCustomError("finite_number", "epoch seconds must be finite")
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise PydanticCustomError("epoch_range", "epoch seconds out of range") from exc
+    if isinstance(value, str):
+        return value
+    raise PydanticCustomError(
+        "timestamp_type", "must be an RFC 3339 string with an offset or Unix epoch seconds"
+    )
+
+
+SensorName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_no_control_chars)]
+Value = Annotated[float, PlainValidator(_finite_number)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_epoch_to_datetime)]
+TagKey = Annotated[str, Field(min_length=1, max_length=64)]
+TagValue = Annotated[str, Field(max_length=256)]
+
+
+class Reading(BaseModel):
+    """One sensor reading as it travels on the wire."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    sensor: SensorName
+    value: Value
+    ts: Timestamp | None = Field(default=None, strict=False)
+    metric: Annotated[str, Field(max_length=128)] | None = None
+    unit: Annotated[str, Field(max_length=32)] | None = None
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=MAX_TAGS)
+
+    @field_validator("ts")
+    @classmethod
+    def _not_in_future(cls, ts: datetime | None, info: ValidationInfo) -> datetime | None:
+        context = info.context or {}
+        if ts is None or "now" not in context:
+            return ts
+        skew = float(context.get("max_clock_skew", DEFAULT_MAX_CLOCK_SKEW))
+        if ts - context["now"] > timedelta(seconds=skew):
+            raise PydanticCustomError(
+                "future_timestamp",
+                "is more than {skew} s in the future",
+                {"skew": skew},
+            )
+        return ts
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict an agent sends (``ts`` as RFC 3339, unset fields left out)."""
+        out: dict[str, Any] = {"sensor": self.sensor, "value": self.value}
+        if self.ts is not None:
+            out["ts"] = format_timestamp(self.ts)
+        if self.metric is not None:
+            out["metric"] = self.metric
+        if self.unit is not None:
+            out["unit"] = self.unit
+        if self.tags:
+            out["tags"] = dict(self.tags)
+        return out
+
+
+def format_timestamp(ts: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, to the microsecond: ``2026-11-27T07:15:02.123000Z``."""
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- validating readings -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A reading that failed validation: its index in the batch and reasons naming fields."""
+
+    index: int
+    errors: tuple[str, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"index": self.index, "errors": list(self.errors)}
+
+
+def describe_errors(exc: ValidationError, *, skip: int = 0) -> tuple[str, ...]:
+    """Turn pydantic errors into short reasons that name the field: ``value: ...``."""
+    reasons: list[str] = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = error["loc"][skip:]
+        field = ".".join(str(part) for part in loc) or "reading"
+        if error["type"] == "extra_forbidden":
+            reasons.append(f"{field}: unknown key")
+        elif error["type"] in {"model_type", "dict_type"} and not loc:
+            reasons.append("reading: must be a JSON object")
+        else:
+            reasons.append(f"{field}: {error['msg']}")
+    return tuple(reasons)
+
+
+_READINGS = TypeAdapter(list[Reading])
+
+
+def validation_context(
+    now: datetime | None = None, max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW
+) -> dict[str, Any]:
+    """The context that makes validation reject readings from the future."""
+    return {"now": now or datetime.now(UTC), "max_clock_skew": max_clock_skew}
+
+
+def validate_reading(raw: Any, context: dict[str, Any] | None = None) -> Reading:
+    """Validate one decoded reading object; raise :class:`pydantic.ValidationError`."""
+    if not isinstance(raw, dict):
+        raise ValidationError.from_exception_data(
+            "Reading",
+            [{"type": "model_type", "loc": (), "input": raw, "ctx": {"class_name": "Reading"}}],
+        )
+    return Reading.model_validate(raw, context=context)
+
+
+def validate_readings(
+    raws: Sequence[Any], context: dict[str, Any] | None = None
+) -> tuple[list[tuple[int, Reading]], list[Rejection]]:
+    """Validate a batch's readings: ``([(index, reading)...], [rejection...])``.
+
+    The whole list is validated in one call; only when that fails is each reading
+    validated alone, so a clean batch costs one pass.
+    """
+    try:
+        readings = _READINGS.validate_python(raws, context=context)
+    except ValidationError:
+        pass
+    else:
+        return list(enumerate(readings)), []
+    accepted: list[tuple[int, Reading]] = []
+    rejected: list[Rejection] = []
+    for index, raw in enumerate(raws):
+        try:
+            accepted.append((index, validate_reading(raw, context)))
+        except ValidationError as exc:
+            rejected.append(Rejection(index, describe_errors(exc)))
+    return accepted, rejected
+
+
+# --- control messages ----------------------------------------------------------------------
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def encode(self) -> bytes:
+        """The JSON payload of this message (without the frame header)."""
+        return self.model_dump_json(exclude_none=True).encode("utf-8")
+
+
+AgentId = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_control_chars)]
+
+
+class Hello(_Message):
+    type: Literal["hello"] = "hello"
+    agent: AgentId
+    token: str | None = None
+    protocol: int = PROTOCOL_VERSION
+
+    def __repr__(self) -> str:  # never show the token
+        return f"Hello(agent={self.agent!r}, protocol={self.protocol})"
+
+    __str__ = __repr__
+
+
+class Batch(_Message):
+    """A batch as it travels; ``readings`` stay raw until :func:`validate_readings`."""
+
+    type: Literal["batch"] = "batch"
+    seq: Annotated[int, Field(ge=0, strict=True)]
+    readings: list[Any]
+
+
+class Welcome(_Message):
+    type: Literal["welcome"] = "welcome"
+    collector: str
+    protocol: int = PROTOCOL_VERSION
+    max_frame_bytes: int
+    window: int
+
+
+class RejectedReading(_Message):
+    index: int
+    errors: list[str]
+
+
+class Ack(_Message):
+    type: Literal["ack"] = "ack"
+    seq: int
+    accepted: int
+    rejected: list[RejectedReading] = Field(default_factory=list)
+
+
+class Nack(_Message):
+    type: Literal["nack"] = "nack"
+    seq: int
+    reason: str
+    retry_after_ms: int
+
+
+class Goaway(_Message):
+    type: Literal["goaway"] = "goaway"
+    reason: str
+
+
+class Error(_Message):
+    type: Literal["error"] = "error"
+    code: str
+    detail: str = ""
+
+
+ServerMessage = Annotated[Welcome | Ack | Nack | Goaway | Error, Field(discriminator="type")]
+_SERVER_MESSAGE: TypeAdapter[Welcome | Ack | Nack | Goaway | Error] = TypeAdapter(ServerMessage)
+
+
+# --- decoding payloads ---------------------------------------------------------------------
+
+
+def decode_json(payload: bytes) -> Any:
+    """Decode a UTF-8 JSON payload; raise :class:`BadJson` with the reason."""
+    try:
+        return json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadJson(f"payload is not UTF-8 JSON: {exc}") from None
+
+
+def parse_client_message(obj: Any) -> Hello | Batch | dict[str, Any]:
+    """Classify a decoded agent payload: a :class:`Hello`, a :class:`Batch`, or a raw reading.
+
+    Raises :class:`NotAnObject`, :class:`UnknownType` or :class:`ProtocolViolation`.
+    A raw reading (no ``type`` key) is returned unvalidated.
+    """
+    if not isinstance(obj, dict):
+        raise NotAnObject(f"payload is a JSON {type(obj).__name__}, not an object")
+    kind = obj.get("type")
+    if kind is None:
+        return obj
+    try:
+        if kind == "batch":
+            return Batch.model_validate(obj)
+        if kind == "hello":
+            return Hello.model_validate(obj)
+    except ValidationError as exc:
+        raise ProtocolViolation(f"invalid {kind}: {'; '.join(describe_errors(exc))}") from None
+    raise UnknownType(f"unknown message type {str(kind)[:64]!r}")
+
+
+def parse_server_message(payload: bytes) -> Welcome | Ack | Nack | Goaway | Error:
+    """Decode a collector payload; raise :class:`ProtocolError` subclasses when it is wrong."""
+    obj = decode_json(payload)
+    if not isinstance(obj, dict):
+        raise NotAnObject(f"payload is a JSON {type(obj).__name__}, not an object")
+    try:
+        return _SERVER_MESSAGE.validate_python(obj)
+    except ValidationError as exc:
+        if obj.get("type") not in {"welcome", "ack", "nack", "goaway", "error"}:
+            raise UnknownType(f"unknown message type {str(obj.get('type'))[:64]!r}") from None
+        raise ProtocolViolation(
+            f"invalid {obj['type']}: {'; '.join(describe_errors(exc))}"
+        ) from None

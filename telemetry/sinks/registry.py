@@ -1,0 +1,58 @@
+"""Sink names to classes, resolved lazily (uvicorn's importer pattern).
+
+Built-in sinks are listed as ``"module:Class"`` strings, so an optional backend costs nothing
+until a config chooses it. Third-party sinks are found through the ``telemetry.sinks``
+entry-point group. Nothing registers itself at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from telemetry.sinks.base import Sink
+
+BUILTIN: dict[str, str] = {
+    "null": "telemetry.sinks.null:NullSink",
+    "stdout": "telemetry.sinks.stdout:StdoutSink",
+    "jsonl": "telemetry.sinks.jsonl:JsonlSink",
+    "sqlite": "telemetry.sinks.sqlite:SqliteSink",
+}
+
+ENTRY_POINT_GROUP = "telemetry.sinks"
+
+
+class UnknownSink(LookupError):
+    """No built-in sink and no installed plugin has that name."""
+
+
+def import_string(target: str) -> Any:
+    """Import ``"package.module:Attribute"``."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ImportError(f"{target!r} is not 'module:Attribute'")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ImportError(f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+def sink_class(name: str) -> type[Sink]:
+    """The class registered under ``name``: built-in first, then entry points."""
+    if name in BUILTIN:
+        cls: type[Sink] = import_string(BUILTIN[name])
+        return cls
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            plugin: type[Sink] = ep.load()
+            return plugin
+    known = sorted(set(BUILTIN) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+    raise UnknownSink(f"no sink named {name!r}; known sinks: {', '.join(known)}")
+
+
+def build_sink(config: Any) -> Sink:
+    """Build a sink from its validated config model (which carries ``type``)."""
+    cls = sink_class(config.type)
+    return cls(config)  # type: ignore[call-arg]

@@ -1,0 +1,105 @@
+"""The ``sqlite`` sink, the embedded default: table ``readings`` in a WAL-mode SQLite file.
+
+Idempotent on the reading id: ``id`` is UNIQUE and rows go in with ``INSERT OR IGNORE``, so a
+batch resent after a lost ack is stored once. Fire-and-forget readings have a NULL id (SQLite
+lets any number of NULLs share a UNIQUE column). A batch is one transaction: ``write()``
+returns after COMMIT.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from telemetry.config import SqliteSinkConfig
+from telemetry.protocol.messages import format_timestamp
+from telemetry.sinks._thread import WorkerThread
+from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    id          TEXT UNIQUE,
+    agent       TEXT NOT NULL,
+    sensor      TEXT NOT NULL,
+    metric      TEXT,
+    value       REAL NOT NULL,
+    unit        TEXT,
+    ts          TEXT NOT NULL,
+    tags        TEXT NOT NULL DEFAULT '{}',
+    received_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor, ts);
+"""
+
+INSERT = (
+    "INSERT OR IGNORE INTO readings "
+    "(id, agent, sensor, metric, value, unit, ts, tags, received_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _row(record: Record) -> tuple[object, ...]:
+    return (
+        record.id,
+        record.agent,
+        record.sensor,
+        record.metric,
+        record.value,
+        record.unit,
+        format_timestamp(record.ts),
+        json.dumps(record.tags, ensure_ascii=False, separators=(",", ":")),
+        format_timestamp(record.received_at),
+    )
+
+
+class SqliteSink:
+    """Writes batches in one transaction each, on a thread of its own."""
+
+    def __init__(self, config: SqliteSinkConfig) -> None:
+        self.name = config.name or config.type
+        self.path = config.path
+        self.synchronous = config.synchronous
+        self._db: sqlite3.Connection | None = None
+        self._thread = WorkerThread(f"sink-{self.name}")
+
+    async def start(self) -> None:
+        self._thread.start()
+        self._db = await self._thread.run(self._open)
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(SCHEMA)
+        return db
+
+    async def write(self, batch: Sequence[Record]) -> None:
+        db = self._db
+        if db is None:
+            raise TransientSinkError("sqlite sink is not started")
+        rows = [_row(record) for record in batch]
+
+        def insert() -> None:
+            db.execute("BEGIN")
+            try:
+                db.executemany(INSERT, rows)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+        try:
+            await self._thread.run(insert)
+        except sqlite3.OperationalError as exc:  # locked, busy, disk full, I/O
+            raise TransientSinkError(f"sqlite write to {self.path} failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise PermanentSinkError(f"sqlite rejected the batch: {exc}") from exc
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await self._thread.run(db.close)
+        self._thread.stop()
