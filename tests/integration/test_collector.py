@@ -1,0 +1,359 @@
+"""The collector over real sockets: framing from the wire, replies, limits, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from telemetry.sinks.base import TransientSinkError
+from tests.support import RecordingSink, WireClient, frame, timeout
+
+
+def rows(path: Path) -> list[sqlite3.Row]:
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute("SELECT * FROM readings ORDER BY rowid").fetchall()
+    finally:
+        db.close()
+
+
+async def test_tutorial_sender_readings_land_once_with_fields_intact(start_collector, tmp_path):
+    """Frames sent in small pieces with pauses, several per send, land once each, '°C' intact."""
+    collector = await start_collector()
+    readings = [
+        {
+            "sensor": f"greenhouse-{i}",
+            "value": i + 0.25,
+            "unit": "°C",
+            "metric": "température",
+            "ts": "2026-11-27T07:15:02.123+01:00",
+            "tags": {"site": "nörth"},
+        }
+        for i in range(20)
+    ]
+    stream = b"".join(frame(r) for r in readings)
+    client = await WireClient.connect(collector.ingest_port)
+    for start in range(0, len(stream), 7):
+        await client.send_raw(stream[start : start + 7])
+        if start % 70 == 0:
+            await asyncio.sleep(0.005)
+    await client.close()
+    await collector.shutdown()
+    stored = rows(tmp_path / "telemetry.db")
+    assert [r["sensor"] for r in stored] == [r["sensor"] for r in readings]
+    first = stored[0]
+    assert first["unit"] == "°C"
+    assert first["metric"] == "température"
+    assert first["value"] == 0.25
+    assert first["ts"] == "2026-11-27T06:15:02.123000Z"
+    assert json.loads(first["tags"]) == {"site": "nörth"}
+    assert first["id"] is None
+    assert first["agent"].startswith("127.0.0.1:")
+
+
+async def test_batch_with_bad_readings_is_acked_with_exactly_those_rejected(
+    start_collector, tmp_path
+):
+    """String value, unknown key and missing sensor are rejected by index, naming the field."""
+    collector = await start_collector()
+    client = await WireClient.connect(collector.ingest_port)
+    welcome = await client.hello("greenhouse-2")
+    assert welcome["type"] == "welcome"
+    assert welcome["window"] == 8
+    assert welcome["max_frame_bytes"] == 1048576
+    batch = {
+        "type": "batch",
+        "seq": 7,
+        "readings": [
+            {"sensor": "a", "value": 1},
+            {"sensor": "b", "value": "41.2"},
+            {"sensor": "c", "value": 3, "colour": "red"},
+            {"sensor": "d", "value": 4.5, "unit": "°C"},
+            {"value": 5},
+        ],
+    }
+    await client.send(batch)
+    ack = await client.recv()
+    assert ack["type"] == "ack"
+    assert ack["seq"] == 7
+    assert ack["accepted"] == 2
+    rejected = {r["index"]: r["errors"] for r in ack["rejected"]}
+    assert sorted(rejected) == [1, 2, 4]
+    assert any(e.startswith("value:") for e in rejected[1])
+    assert any("colour" in e for e in rejected[2])
+    assert any(e.startswith("sensor:") for e in rejected[4])
+    await client.send(batch)  # resent, e.g. after a lost ack
+    assert (await client.recv())["accepted"] == 2
+    await client.close()
+    stored = rows(tmp_path / "telemetry.db")
+    assert [r["id"] for r in stored] == ["greenhouse-2:7:0", "greenhouse-2:7:3"]
+    assert stored[1]["unit"] == "°C"
+    assert stored[0]["agent"] == "greenhouse-2"
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"abcdefghij", "bad_header"),
+        (b"2000000000", "frame_too_large"),
+        (
+            frame({"type": "batch", "seq": 0, "readings": [{"sensor": "a", "value": 1}]}),
+            "hello_required",
+        ),
+        (frame([1, 2, 3]), "not_an_object"),
+        (frame({"type": "subscribe"}), "unknown_type"),
+        (frame(b'{"type": "hello", "agent": '), "bad_json"),
+        (frame({"type": "hello", "agent": "x", "protocol": 2}), "protocol_violation"),
+        (frame({"type": "batch", "seq": -1, "readings": []}), "protocol_violation"),
+    ],
+)
+async def test_fatal_errors_close_only_that_connection(start_collector, data, code):
+    """A broken stream gets an error with its code and a close within a second; others go on."""
+    sink = RecordingSink()
+    collector = await start_collector(sinks=[sink])
+    healthy = await WireClient.connect(collector.ingest_port)
+    await healthy.hello("steady")
+    bad = await WireClient.connect(collector.ingest_port)
+    await bad.send_raw(data)
+    error = await bad.recv(wait=1.0)
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert error["detail"]
+    assert await bad.closed(wait=1.0)
+    for seq in range(3):
+        await healthy.send(
+            {"type": "batch", "seq": seq, "readings": [{"sensor": "s", "value": seq}]}
+        )
+        ack = await healthy.recv()
+        assert (ack["type"], ack["seq"], ack["accepted"]) == ("ack", seq, 1)
+    assert sink.ids == ["steady:0:0", "steady:1:0", "steady:2:0"]
+
+
+async def test_frames_before_a_broken_header_are_delivered(start_collector):
+    """Readings that precede a broken header in the same read are not lost."""
+    sink = RecordingSink()
+    collector = await start_collector(sinks=[sink])
+    client = await WireClient.connect(collector.ingest_port)
+    await client.send_raw(frame({"sensor": "before", "value": 1}) + b"??????????")
+    assert (await client.recv())["code"] == "bad_header"
+    await collector.shutdown()
+    assert [r.sensor for r in sink.records] == ["before"]
+
+
+async def test_bad_fire_and_forget_payloads_skip_one_frame(start_collector):
+    """Bad JSON or an invalid bare reading is counted and skipped; the connection goes on."""
+    sink = RecordingSink()
+    collector = await start_collector(sinks=[sink])
+    client = await WireClient.connect(collector.ingest_port)
+    await client.send_raw(
+        frame({"sensor": "a", "value": 1})
+        + frame(b"{not json")
+        + frame(b"\xff\xfe")
+        + frame({"sensor": "b", "value": "high"})
+        + frame({"sensor": "c", "value": 3})
+    )
+    await client.send({"type": "hello", "agent": "ff"})
+    assert (await client.recv())["type"] == "welcome"
+    await client.close()
+    await collector.shutdown()
+    assert [r.sensor for r in sink.records] == ["a", "c"]
+    assert collector.stats.readings_rejected == 3
+
+
+async def test_eof_mid_frame_is_never_delivered(start_collector):
+    """A frame cut by EOF is logged as truncated and not handed to the sinks."""
+    sink = RecordingSink()
+    collector = await start_collector(sinks=[sink])
+    client = await WireClient.connect(collector.ingest_port)
+    whole = frame({"sensor": "whole", "value": 1})
+    cut = frame({"sensor": "cut", "value": 2})[:-3]
+    await client.send_raw(whole + cut)
+    client.writer.write_eof()
+    assert await client.closed(wait=2.0)
+    await collector.shutdown()
+    assert [r.sensor for r in sink.records] == ["whole"]
+
+
+async def test_future_timestamps_are_rejected(start_collector):
+    """A reading more than max_clock_skew in the future is rejected; within skew it is kept."""
+    sink = RecordingSink()
+    collector = await start_collector(sinks=[sink], ingest={"max_clock_skew": 60})
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello()
+    now = datetime.now(UTC)
+    await client.send(
+        {
+            "type": "batch",
+            "seq": 0,
+            "readings": [
+                {"sensor": "a", "value": 1, "ts": (now + timedelta(seconds=30)).isoformat()},
+                {"sensor": "b", "value": 1, "ts": (now + timedelta(seconds=600)).timestamp()},
+            ],
+        }
+    )
+    ack = await client.recv()
+    assert ack["accepted"] == 1
+    assert ack["rejected"][0]["index"] == 1
+    assert ack["rejected"][0]["errors"][0].startswith("ts:")
+
+
+async def test_heartbeats_keep_a_connection_alive_and_silence_ends_it(start_collector):
+    """Empty frames reset the idle timer; with no frame for idle_timeout the collector closes."""
+    collector = await start_collector(sinks=[RecordingSink()], ingest={"idle_timeout": 0.4})
+    client = await WireClient.connect(collector.ingest_port)
+    for _ in range(5):
+        await asyncio.sleep(0.2)
+        await client.send_raw(b"0         ")
+    await client.send({"type": "hello", "agent": "alive"})
+    assert (await client.recv())["type"] == "welcome"
+    error = await client.recv(wait=2.0)
+    assert error["code"] == "idle_timeout"
+    assert await client.closed()
+
+
+async def test_max_connections_refuses_the_one_too_many(start_collector):
+    """Past max_connections a new connection gets too_many_connections and is closed."""
+    collector = await start_collector(sinks=[RecordingSink()], ingest={"max_connections": 2})
+    first = await WireClient.connect(collector.ingest_port)
+    second = await WireClient.connect(collector.ingest_port)
+    await first.hello("one")
+    await second.hello("two")
+    third = await WireClient.connect(collector.ingest_port)
+    assert (await third.recv())["code"] == "too_many_connections"
+    assert await third.closed()
+    await first.close()
+    await asyncio.sleep(0.1)
+    fourth = await WireClient.connect(collector.ingest_port)
+    assert (await fourth.hello("four"))["type"] == "welcome"
+
+
+async def test_tokens_are_checked_when_configured(start_collector):
+    """With tokens configured, a hello without a valid token is refused as unauthorized."""
+    collector = await start_collector(sinks=[RecordingSink()], ingest={"tokens": ["s3cret"]})
+    bad = await WireClient.connect(collector.ingest_port)
+    assert (await bad.hello("x", token="guess"))["code"] == "unauthorized"
+    assert await bad.closed()
+    good = await WireClient.connect(collector.ingest_port)
+    assert (await good.hello("x", token="s3cret"))["type"] == "welcome"
+
+
+async def test_second_hello_and_oversized_batch_are_violations(start_collector):
+    """A second hello, or a batch over max_batch, is a protocol_violation."""
+    collector = await start_collector(sinks=[RecordingSink()], ingest={"max_batch": 3})
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello()
+    await client.send({"type": "batch", "seq": 0, "readings": [{"sensor": "a", "value": 1}] * 4})
+    error = await client.recv()
+    assert error["code"] == "protocol_violation"
+    assert "max_batch 3" in error["detail"]
+    other = await WireClient.connect(collector.ingest_port)
+    await other.hello()
+    await other.send({"type": "hello", "agent": "again"})
+    assert (await other.recv())["code"] == "protocol_violation"
+
+
+async def test_ack_waits_for_the_sink_to_accept(start_collector):
+    """No ack is sent before the sink's write returns."""
+    sink = RecordingSink()
+    sink.gate = asyncio.Event()
+    collector = await start_collector(sinks=[sink])
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello()
+    await client.send({"type": "batch", "seq": 0, "readings": [{"sensor": "a", "value": 1}]})
+    with pytest.raises(TimeoutError):
+        await client.recv(wait=0.3)
+    sink.gate.set()
+    ack = await client.recv()
+    assert (ack["type"], ack["seq"]) == ("ack", 0)
+    assert sink.ids == ["agent-1:0:0"]
+
+
+async def test_a_sink_that_stays_down_gets_nacks(start_collector):
+    """When a sink keeps failing past retry_deadline, the batch is nacked with retry_after_ms."""
+    sink = RecordingSink()
+    sink.fail_always = TransientSinkError("backend down")
+    collector = await start_collector(sinks=[sink], sink_options={"retry_deadline": 0.2})
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello()
+    await client.send({"type": "batch", "seq": 3, "readings": [{"sensor": "a", "value": 1}]})
+    nack = await client.recv()
+    assert nack["type"] == "nack"
+    assert nack["seq"] == 3
+    assert nack["retry_after_ms"] > 0
+    sink.fail_always = None
+    await client.send({"type": "batch", "seq": 3, "readings": [{"sensor": "a", "value": 1}]})
+    assert (await client.recv())["type"] == "ack"
+    assert sink.ids == ["agent-1:3:0"]
+
+
+async def test_transient_failures_are_retried_before_the_ack(start_collector):
+    """A sink that fails twice then recovers still gets the batch, and the agent an ack."""
+    sink = RecordingSink()
+    sink.failures = [TransientSinkError("blip"), ConnectionResetError("reset")]
+    collector = await start_collector(sinks=[sink])
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello()
+    await client.send({"type": "batch", "seq": 0, "readings": [{"sensor": "a", "value": 1}]})
+    assert (await client.recv(wait=5))["type"] == "ack"
+    assert sink.ids == ["agent-1:0:0"]
+
+
+async def test_drain_sends_goaway_and_acks_in_flight_batches(start_collector):
+    """On drain, agents get goaway, in-flight batches are still acked, then the socket closes."""
+    sink = RecordingSink()
+    sink.gate = asyncio.Event()
+    collector = await start_collector(sinks=[sink])
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello()
+    await client.send({"type": "batch", "seq": 0, "readings": [{"sensor": "a", "value": 1}]})
+    await asyncio.sleep(0.05)
+    drain = asyncio.create_task(collector.shutdown())
+    goaway = await client.recv()
+    assert goaway["type"] == "goaway"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{collector.http.port}/readyz") as resp:
+            assert resp.status == 503
+    sink.gate.set()
+    ack = await client.recv()
+    assert (ack["type"], ack["seq"]) == ("ack", 0)
+    assert await client.closed(wait=2.0)
+    async with asyncio.timeout(timeout(5)):
+        await drain
+    assert collector.state == "stopped"
+    assert sink.closed == 1
+
+
+async def test_health_and_readiness(start_collector):
+    """/healthz answers while alive; /readyz is 200 while serving with healthy sinks."""
+    collector = await start_collector(sinks=[RecordingSink()])
+    async with aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{collector.http.port}"
+        async with http.get(f"{base}/healthz") as resp:
+            assert resp.status == 200
+        async with http.get(f"{base}/readyz") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["sinks"] == {"recording": True}
+
+
+async def test_window_of_batches_is_served_concurrently(start_collector):
+    """Several batches sent without waiting are all acked, each with its own seq."""
+    sink = RecordingSink()
+    collector = await start_collector(sinks=[sink])
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello("w")
+    await client.send(
+        *(
+            {"type": "batch", "seq": seq, "readings": [{"sensor": "s", "value": seq}] * 10}
+            for seq in range(20)
+        )
+    )
+    acks = [await client.recv() for _ in range(20)]
+    assert sorted(a["seq"] for a in acks) == list(range(20))
+    assert len(set(sink.ids)) == 200

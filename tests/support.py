@@ -1,0 +1,127 @@
+"""Shared test helpers: scaled timeouts, a raw protocol client, recording sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from telemetry.protocol import FrameDecoder, encode_frame
+from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
+
+#: Multiply every timeout in the tests (slow CI machines: TELEMETRY_TEST_TIMEOUT_FACTOR=3).
+FACTOR = float(os.environ.get("TELEMETRY_TEST_TIMEOUT_FACTOR", "1"))
+
+
+def timeout(seconds: float) -> float:
+    """A test timeout, scaled by TELEMETRY_TEST_TIMEOUT_FACTOR."""
+    return seconds * FACTOR
+
+
+def frame(obj: Any) -> bytes:
+    """A frame as the tutorial builds it: header f"{len(msg):<10}" over the UTF-8 bytes."""
+    payload = obj if isinstance(obj, bytes) else json.dumps(obj, ensure_ascii=False).encode()
+    return encode_frame(payload)
+
+
+class WireClient:
+    """A raw protocol client: send frames, read the collector's messages."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.decoder = FrameDecoder()
+        self.pending: list[bytes] = []
+
+    @classmethod
+    async def connect(cls, port: int, host: str = "127.0.0.1") -> WireClient:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer)
+
+    async def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def send(self, *objs: Any) -> None:
+        await self.send_raw(b"".join(frame(obj) for obj in objs))
+
+    async def hello(self, agent: str = "agent-1", **extra: Any) -> dict[str, Any]:
+        await self.send({"type": "hello", "agent": agent, **extra})
+        return await self.recv()
+
+    async def recv(self, wait: float = 5.0) -> dict[str, Any]:
+        """The next message from the collector; fails on timeout or EOF."""
+        async with asyncio.timeout(timeout(wait)):
+            while not self.pending:
+                data = await self.reader.read(65536)
+                if not data:
+                    raise EOFError("collector closed the connection")
+                self.pending.extend(self.decoder.feed(data))
+        message: dict[str, Any] = json.loads(self.pending.pop(0))
+        return message
+
+    async def closed(self, wait: float = 1.0) -> bool:
+        """True when the collector closes the connection within ``wait`` seconds."""
+        try:
+            async with asyncio.timeout(timeout(wait)):
+                while await self.reader.read(65536):
+                    pass
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+        return True
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except ConnectionError:
+            pass
+
+
+class RecordingSink:
+    """An in-memory sink for pipeline and collector tests; can be gated and made to fail."""
+
+    def __init__(self, name: str = "recording") -> None:
+        self.name = name
+        self.records: list[Record] = []
+        self.batches: list[int] = []
+        self.gate: asyncio.Event | None = None  # when set, writes wait for it
+        self.failures: list[Exception] = []  # raised by the next writes, in order
+        self.fail_always: Exception | None = None
+        self.started = False
+        self.closed = 0
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def write(self, batch: Sequence[Record]) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_always is not None:
+            raise self.fail_always
+        if self.failures:
+            raise self.failures.pop(0)
+        self.records.extend(batch)
+        self.batches.append(len(batch))
+
+    async def close(self) -> None:
+        self.closed += 1
+
+    @property
+    def ids(self) -> list[str | None]:
+        return [record.id for record in self.records]
+
+
+__all__ = [
+    "FACTOR",
+    "PermanentSinkError",
+    "RecordingSink",
+    "TransientSinkError",
+    "WireClient",
+    "frame",
+    "timeout",
+]
