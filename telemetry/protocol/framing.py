@@ -68,7 +68,7 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> int:
-        """Bytes received but not yet returned as part of a frame."""
+        """Bytes held: a partial header, or the part of the current payload received so far."""
         return len(self._buffer)
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,9 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -80,8 +79,14 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _epoch_to_datetime(value: Any) -> Any:
-    # Numbers are Unix epoch seconds. Pydantic alone would read large ones as milliseconds.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _timestamp(value: Any) -> datetime:
+    # Numbers are Unix epoch seconds (pydantic alone would read large ones as milliseconds);
+    # strings must be RFC 3339 with an offset (pydantic alone would take "1700000000").
     if isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise PydanticCustomError("finite_number", "epoch seconds must be finite")
@@ -90,15 +95,31 @@ def _epoch_to_datetime(value: Any) -> Any:
         except (OverflowError, OSError, ValueError) as exc:
             raise PydanticCustomError("epoch_range", "epoch seconds out of range") from exc
     if isinstance(value, str):
-        return value
+        if _RFC3339.fullmatch(value) is None:
+            raise PydanticCustomError(
+                "rfc3339", "must be RFC 3339 with an offset, e.g. 2026-11-27T07:15:02.123Z"
+            )
+        try:
+            return datetime.fromisoformat(_trim_fraction(value.replace("z", "Z")))
+        except ValueError as exc:
+            raise PydanticCustomError("rfc3339", "is not a valid date and time") from exc
     raise PydanticCustomError(
         "timestamp_type", "must be an RFC 3339 string with an offset or Unix epoch seconds"
     )
 
 
+def _trim_fraction(value: str) -> str:
+    # Python reads at most 6 fraction digits; RFC 3339 allows more (nanoseconds).
+    head, dot, rest = value.partition(".")
+    if not dot:
+        return value
+    digits = len(rest) - len(rest.lstrip("0123456789"))
+    return f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+
+
 SensorName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_no_control_chars)]
 Value = Annotated[float, PlainValidator(_finite_number)]
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_epoch_to_datetime)]
+Timestamp = Annotated[datetime, PlainValidator(_timestamp)]
 TagKey = Annotated[str, Field(min_length=1, max_length=64)]
 TagValue = Annotated[str, Field(max_length=256)]
 
@@ -110,7 +131,7 @@ class Reading(BaseModel):
 
     sensor: SensorName
     value: Value
-    ts: Timestamp | None = Field(default=None, strict=False)
+    ts: Timestamp | None = None
     metric: Annotated[str, Field(max_length=128)] | None = None
     unit: Annotated[str, Field(max_length=32)] | None = None
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=MAX_TAGS)
@@ -239,7 +260,7 @@ AgentId = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no
 class Hello(_Message):
     type: Literal["hello"] = "hello"
     agent: AgentId
-    token: str | None = None
+    token: str | None = Field(default=None, repr=False)
     protocol: int = PROTOCOL_VERSION
 
     def __repr__(self) -> str:  # never show the token
@@ -304,9 +325,13 @@ _SERVER_MESSAGE: TypeAdapter[Welcome | Ack | Nack | Goaway | Error] = TypeAdapte
 def decode_json(payload: bytes) -> Any:
     """Decode a UTF-8 JSON payload; raise :class:`BadJson` with the reason."""
     try:
-        return json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadJson(f"payload is not UTF-8 JSON: {exc}") from None
+        return json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadJson(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except ValueError as exc:
+        raise BadJson(f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise BadJson("payload is nested too deeply") from None
 
 
 def parse_client_message(obj: Any) -> Hello | Batch | dict[str, Any]:
@@ -338,8 +363,9 @@ def parse_server_message(payload: bytes) -> Welcome | Ack | Nack | Goaway | Erro
     try:
         return _SERVER_MESSAGE.validate_python(obj)
     except ValidationError as exc:
-        if obj.get("type") not in {"welcome", "ack", "nack", "goaway", "error"}:
-            raise UnknownType(f"unknown message type {str(obj.get('type'))[:64]!r}") from None
+        kind = obj.get("type")
+        if not isinstance(kind, str) or kind not in {"welcome", "ack", "nack", "goaway", "error"}:
+            raise UnknownType(f"unknown message type {str(kind)[:64]!r}") from None
         raise ProtocolViolation(
             f"invalid {obj['type']}: {'; '.join(describe_errors(exc))}"
         ) from None
