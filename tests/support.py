@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import Sequence
 from typing import Any
+
+import aiohttp
 
 from telemetry.protocol import FrameDecoder, encode_frame
 from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
@@ -76,10 +79,17 @@ class WireClient:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
-        except ConnectionError:
-            pass
+
+
+async def http_get(port: int, path: str) -> tuple[int, Any]:
+    """GET ``path`` from the collector's HTTP side port: ``(status, decoded JSON body)``."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as resp,
+    ):
+        return resp.status, await resp.json()
 
 
 class RecordingSink:
@@ -123,5 +133,6 @@ __all__ = [
     "TransientSinkError",
     "WireClient",
     "frame",
+    "http_get",
     "timeout",
 ]

@@ -114,7 +114,7 @@ def _trim_fraction(value: str) -> str:
     if not dot:
         return value
     digits = len(rest) - len(rest.lstrip("0123456789"))
-    return f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+    return f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
 
 
 SensorName = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_no_control_chars)]

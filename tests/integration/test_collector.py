@@ -8,11 +8,10 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from telemetry.sinks.base import TransientSinkError
-from tests.support import RecordingSink, WireClient, frame, timeout
+from tests.support import RecordingSink, WireClient, frame, http_get, timeout
 
 
 def rows(path: Path) -> list[sqlite3.Row]:
@@ -317,9 +316,8 @@ async def test_drain_sends_goaway_and_acks_in_flight_batches(start_collector):
     drain = asyncio.create_task(collector.shutdown())
     goaway = await client.recv()
     assert goaway["type"] == "goaway"
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{collector.http.port}/readyz") as resp:
-            assert resp.status == 503
+    status, body = await http_get(collector.http.port, "/readyz")
+    assert (status, body["state"]) == (503, "draining")
     sink.gate.set()
     ack = await client.recv()
     assert (ack["type"], ack["seq"]) == ("ack", 0)
@@ -333,13 +331,11 @@ async def test_drain_sends_goaway_and_acks_in_flight_batches(start_collector):
 async def test_health_and_readiness(start_collector):
     """/healthz answers while alive; /readyz is 200 while serving with healthy sinks."""
     collector = await start_collector(sinks=[RecordingSink()])
-    async with aiohttp.ClientSession() as http:
-        base = f"http://127.0.0.1:{collector.http.port}"
-        async with http.get(f"{base}/healthz") as resp:
-            assert resp.status == 200
-        async with http.get(f"{base}/readyz") as resp:
-            assert resp.status == 200
-            assert (await resp.json())["sinks"] == {"recording": True}
+    status, body = await http_get(collector.http.port, "/healthz")
+    assert (status, body["status"]) == (200, "ok")
+    status, body = await http_get(collector.http.port, "/readyz")
+    assert status == 200
+    assert body["sinks"] == {"recording": True}
 
 
 async def test_window_of_batches_is_served_concurrently(start_collector):

@@ -126,5 +126,5 @@ def test_registry_builds_from_config_and_names_unknown_sinks(tmp_path):
     sink = build_sink(SqliteSinkConfig(type="sqlite", path=tmp_path / "t.db", name="main"))
     assert isinstance(sink, Sink)
     assert sink.name == "main"
-    with pytest.raises(UnknownSink, match="known sinks: .*sqlite"):
+    with pytest.raises(UnknownSink, match=r"known sinks: .*sqlite"):
         sink_class("kafka")

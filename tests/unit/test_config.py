@@ -64,7 +64,7 @@ def test_unknown_sink_type_is_an_error(tmp_path):
     """A sink type that does not exist is refused with the allowed types."""
     path = tmp_path / "c.toml"
     path.write_text('[[sinks]]\ntype = "kafka"\n')
-    with pytest.raises(ConfigError, match="sinks.0"):
+    with pytest.raises(ConfigError, match=r"sinks\.0"):
         load_config(CollectorConfig, path)
 
 
