@@ -1,0 +1,296 @@
+"""The real commands as users run them: collector and agent processes, signals, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import WireClient, timeout
+
+COMMAND = [sys.executable, "-m", "telemetry.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def env(**overrides: str) -> dict[str, str]:
+    return {**os.environ, "TELEMETRY_LOG__FORMAT": "json", **overrides}
+
+
+class CollectorProcess:
+    """``telemetry collect`` in a subprocess, on free ports, writing SQLite under tmp_path."""
+
+    def __init__(self, tmp_path: Path, extra: str = "") -> None:
+        self.port = free_port()
+        self.http_port = free_port()
+        self.db = tmp_path / "telemetry.db"
+        self.config = tmp_path / "collector.toml"
+        self.config.write_text(
+            f"[ingest]\nport = {self.port}\n[http]\nport = {self.http_port}\n"
+            f"[collector]\nshutdown_timeout = 10\n{extra}\n"
+            f'[[sinks]]\ntype = "sqlite"\npath = "{self.db}"\n'
+        )
+        self.log = tmp_path / "collector.log"
+        self.proc = subprocess.Popen(
+            [*COMMAND, "collect", "--config", str(self.config)],
+            stderr=self.log.open("wb"),
+            env=env(),
+        )
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + timeout(15)
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("collector did not start listening")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout(20))
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        db = sqlite3.connect(self.db)
+        try:
+            return db.execute("SELECT id, agent, sensor, value, unit FROM readings").fetchall()
+        finally:
+            db.close()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines() if line]
+
+
+@pytest.fixture
+def collector_process(tmp_path: Path) -> Iterator[CollectorProcess]:
+    process = CollectorProcess(tmp_path)
+    yield process
+    if process.proc.poll() is None:
+        process.proc.kill()
+        process.proc.wait()
+
+
+def agent_config(tmp_path: Path, agent_id: str, port: int) -> Path:
+    path = tmp_path / f"{agent_id}.toml"
+    path.write_text(
+        f'[agent]\nid = "{agent_id}"\nendpoints = ["127.0.0.1:{port}"]\n'
+        "batch_size = 100\nflush_interval = 0.05\nshutdown_timeout = 20\n"
+        '[[sources]]\ntype = "stdin"\n'
+    )
+    return path
+
+
+def test_three_stdin_agents_deliver_every_reading_once(tmp_path, collector_process):
+    """Three agents each piping 1,000 readings: 3,000 rows, distinct ids, all acked (exit 0)."""
+    agents = []
+    for n in range(3):
+        lines = "".join(
+            json.dumps(
+                {"sensor": f"host-{n}/probe-{i % 7}", "value": i, "unit": "°C"}, ensure_ascii=False
+            )
+            + "\n"
+            for i in range(1000)
+        )
+        proc = subprocess.Popen(
+            [
+                *COMMAND,
+                "agent",
+                "--config",
+                str(agent_config(tmp_path, f"agent-{n}", collector_process.port)),
+            ],
+            stdin=subprocess.PIPE,
+            stderr=(tmp_path / f"agent-{n}.log").open("wb"),
+            env=env(),
+        )
+        agents.append((proc, lines))
+    for proc, lines in agents:
+        assert proc.stdin is not None
+        proc.stdin.write(lines.encode())
+        proc.stdin.close()
+    for n, (proc, _) in enumerate(agents):
+        assert proc.wait(timeout(60)) == 0, (tmp_path / f"agent-{n}.log").read_text()
+    assert collector_process.stop() == 0
+    rows = collector_process.rows()
+    assert len(rows) == 3000
+    assert len({row[0] for row in rows}) == 3000
+    for n in range(3):
+        mine = [row for row in rows if row[1] == f"agent-{n}"]
+        assert sorted(row[3] for row in mine) == list(range(1000))
+        assert {row[4] for row in mine} == {"°C"}
+
+
+async def test_sigterm_while_batches_stream_keeps_every_acked_reading(tmp_path):
+    """SIGTERM mid-stream: exit 0 within shutdown_timeout and every acked reading is stored."""
+    collector = CollectorProcess(tmp_path)
+    try:
+        client = await WireClient.connect(collector.port)
+        assert (await client.hello("streamer"))["type"] == "welcome"
+        acked: list[int] = []
+        sent = 0
+        window = 8
+        goaway = False
+        signalled = False
+
+        async def receive() -> None:
+            nonlocal goaway
+            while True:
+                try:
+                    message = await client.recv(wait=15)
+                except (EOFError, ConnectionError):
+                    return
+                if message["type"] == "ack":
+                    acked.append(message["seq"])
+                elif message["type"] == "goaway":
+                    goaway = True
+
+        receiver = asyncio.create_task(receive())
+        readings = [{"sensor": f"s{i}", "value": i} for i in range(200)]
+        while not goaway and sent < 2000:
+            if sent - len(acked) < window:
+                try:
+                    await client.send({"type": "batch", "seq": sent, "readings": readings})
+                except ConnectionError:
+                    break
+                sent += 1
+            else:
+                await asyncio.sleep(0.001)
+            if len(acked) >= 20 and not signalled:
+                collector.proc.send_signal(signal.SIGTERM)
+                signalled = True
+        await asyncio.wait_for(receiver, timeout(20))
+        started = time.monotonic()
+        code = await asyncio.to_thread(collector.proc.wait, timeout(15))
+        assert code == 0
+        assert time.monotonic() - started < 10 + 1
+    finally:
+        if collector.proc.poll() is None:
+            collector.proc.kill()
+    acked_seqs = set(acked)
+    assert goaway
+    assert sent < 2000, "the collector never drained"
+    assert len(acked_seqs) >= 20
+    stored = {row[0] for row in collector.rows()}
+    for seq in acked_seqs:
+        assert {f"streamer:{seq}:{i}" for i in range(200)} <= stored, f"batch {seq} lost"
+    events = [e["event"] for e in collector.events()]
+    assert "drain_started" in events
+    assert events[-1] == "collector_stopped"
+
+
+def run_cli(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout(30),
+        env=env(),
+        check=False,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["collect"], ["agent"], ["send"], ["check-config"]])
+def test_every_command_has_help(command):
+    """`telemetry [COMMAND] --help` prints usage and exits 0."""
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0
+    assert "usage: telemetry" in result.stdout
+
+
+def test_busy_port_is_a_one_line_error(tmp_path):
+    """A collector whose port is taken exits non-zero with one clear line."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "c.toml"
+        config.write_text(
+            f"[ingest]\nport = {port}\n[http]\nenabled = false\n"
+            f'[[sinks]]\ntype = "sqlite"\npath = "{tmp_path / "t.db"}"\n'
+        )
+        result = run_cli("collect", "--config", str(config))
+    assert result.returncode != 0
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("telemetry:")]
+    assert error_lines == [f"telemetry: cannot listen on 127.0.0.1:{port}: address already in use"]
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_is_an_error_naming_the_key(tmp_path):
+    """collect and check-config refuse an unknown key, naming it, with exit status 2."""
+    config = tmp_path / "c.toml"
+    config.write_text("[ingest]\nprot = 7600\n")
+    for args in (["collect", "--config", str(config)], ["check-config", str(config)]):
+        result = run_cli(*args)
+        assert result.returncode == 2
+        assert "ingest.prot: unknown key" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_check_config_prints_the_effective_config(tmp_path):
+    """check-config shows the file's values with environment overrides applied."""
+    result = subprocess.run(
+        [*COMMAND, "check-config", "config/collector.toml"],
+        capture_output=True,
+        text=True,
+        timeout=timeout(30),
+        check=False,
+        env=env(TELEMETRY_INGEST__PORT="7777"),
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    effective = json.loads(result.stdout)
+    assert effective["ingest"]["port"] == 7777
+    assert effective["sinks"][0]["type"] == "sqlite"
+
+
+def test_send_delivers_one_reading_or_explains_the_rejection(collector_process):
+    """`telemetry send` exits 0 when acked, 1 with the reason if rejected, 2 if undelivered."""
+    endpoint = f"127.0.0.1:{collector_process.port}"
+    ok = run_cli(
+        "send",
+        "-e",
+        endpoint,
+        "--agent-id",
+        "cron",
+        "--sensor",
+        "shed/door",
+        "--value",
+        "1.5",
+        "--unit",
+        "°C",
+        "--tag",
+        "site=north",
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "accepted 1" in ok.stdout
+    bad = run_cli("send", "-e", endpoint, "--json", '{"sensor": "x", "value": "high"}')
+    assert bad.returncode == 1
+    assert "value" in bad.stderr
+    nobody = run_cli(
+        "send", "-e", f"127.0.0.1:{free_port()}", "--sensor", "x", "--value", "1", "--timeout", "1"
+    )
+    assert nobody.returncode == 2
+    assert "not delivered" in nobody.stderr
+    collector_process.stop()
+    rows = collector_process.rows()
+    assert [(r[1], r[2], r[3], r[4]) for r in rows] == [("cron", "shed/door", 1.5, "°C")]
