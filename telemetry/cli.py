@@ -22,7 +22,6 @@ from telemetry.config import (
     load_config,
 )
 from telemetry.log import configure_logging
-from telemetry.protocol import ProtocolError
 
 T = TypeVar("T")
 
@@ -72,7 +71,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from telemetry.agent import send_once
+    from telemetry.agent import SendError, send_once
 
     section = load_config(AgentConfig, args.config).agent if args.config else AgentSection()
     updates: dict[str, Any] = {}
@@ -90,11 +89,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     configure_logging("warning", "auto")
     try:
         ack = run_async(lambda: send_once(section, [reading], args.timeout))
-    except (OSError, TimeoutError, ProtocolError) as exc:
-        return _fail(f"not delivered: {exc or type(exc).__name__}", 2)
+    except SendError as exc:
+        return _fail(f"not delivered: {exc}", 2)
     if ack.rejected:
-        for rejection in ack.rejected:
-            return _fail("rejected: " + "; ".join(rejection.errors), 1)
+        return _fail("rejected: " + "; ".join(ack.rejected[0].errors), 1)
     print(f"accepted {ack.accepted} reading(s), seq {ack.seq}")
     return 0
 

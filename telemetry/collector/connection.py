@@ -102,6 +102,8 @@ class Connection:
             except asyncio.CancelledError:
                 if not self._draining:
                     raise
+                if self._task is not None:
+                    self._task.uncancel()  # our own drain, not a cancellation from outside
                 reason = "drained"
             except ProtocolError as exc:
                 reason = exc.code
