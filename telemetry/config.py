@@ -237,6 +237,18 @@ class SimulatedSourceConfig(Strict):
     count: int = Field(default=0, ge=0)
     tags: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("sensor")
+    @classmethod
+    def _sensor_template(cls, sensor: str) -> str:
+        # Fail at load time, not in the running source: only {agent} and {n} are known.
+        try:
+            sensor.format(agent="agent", n=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"sensor template {sensor!r} may only use {{agent}} and {{n}} ({exc!r})"
+            ) from None
+        return sensor
+
 
 class StdinSourceConfig(Strict):
     """JSON lines on standard input, one reading per line; EOF ends the agent cleanly."""

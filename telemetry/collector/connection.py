@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 log = get_logger("telemetry.connection")
 
 READ_SIZE = 256 * 1024
+#: Seconds a closing connection keeps discarding input so that its last replies arrive.
+CLOSE_LINGER = 2.0
 # A malformed payload that claims to be a control message is fatal (DESIGN.md section 2);
 # one that is just a broken reading only skips that frame.
 _CONTROL = re.compile(rb'"type"\s*:\s*"(?:hello|batch)"')
@@ -87,6 +89,7 @@ class Connection:
         self._inflight: set[asyncio.Task[None]] = set()
         self._draining = False
         self._reading = False
+        self._write_closed = False  # set once we half-closed: nothing more may be written
         self._task: asyncio.Task[None] | None = None
 
     # --- life -------------------------------------------------------------------------------
@@ -161,11 +164,17 @@ class Connection:
             await asyncio.gather(*self._inflight, return_exceptions=True)
 
     async def _close(self) -> None:
-        try:
+        # Half-close first: the peer reads our last replies (acks, goaway, error), then EOF.
+        # Then read and discard what it still sends for a moment: closing a socket with unread
+        # input makes the kernel send a reset, which can destroy those replies in flight.
+        self._write_closed = True
+        with contextlib.suppress(OSError, RuntimeError):
             if self.writer.can_write_eof():
                 self.writer.write_eof()
-        except (OSError, RuntimeError):
-            pass
+        with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+            async with asyncio.timeout(CLOSE_LINGER):
+                while await self.reader.read(READ_SIZE):
+                    pass
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
@@ -178,7 +187,7 @@ class Connection:
             await self.writer.drain()
 
     def _send(self, payload: bytes) -> None:
-        if not self.writer.is_closing():
+        if not self._write_closed and not self.writer.is_closing():
             self.writer.write(encode_frame(payload))
 
     # --- frames -----------------------------------------------------------------------------

@@ -139,6 +139,20 @@ def test_three_stdin_agents_deliver_every_reading_once(tmp_path, collector_proce
         assert {row[4] for row in mine} == {"°C"}
 
 
+def test_a_restarted_agent_is_not_taken_for_a_duplicate(tmp_path, collector_process):
+    """Running the same agent id twice stores both runs' readings (seq keeps growing)."""
+    config = agent_config(tmp_path, "restarted", collector_process.port)
+    for run in range(2):
+        lines = "".join(
+            json.dumps({"sensor": "s", "value": run * 100 + i}) + "\n" for i in range(50)
+        )
+        result = run_cli("agent", "--config", str(config), input=lines)
+        assert result.returncode == 0, result.stderr
+    collector_process.stop()
+    values = sorted(row[3] for row in collector_process.rows())
+    assert values == [float(v) for v in [*range(50), *range(100, 150)]]
+
+
 async def test_sigterm_while_batches_stream_keeps_every_acked_reading(tmp_path):
     """SIGTERM mid-stream: exit 0 within shutdown_timeout and every acked reading is stored."""
     collector = CollectorProcess(tmp_path)

@@ -1,0 +1,45 @@
+"""The agent: sources, spool, the reconnecting sender, and the library API.
+
+``async with Agent(AgentSection(...)) as agent: await agent.send(reading)`` delivers readings
+at least once; :func:`run_agent` runs an agent fed by configured sources; :func:`send_once`
+sends one batch and returns its ack.
+"""
+
+from telemetry.agent.agent import Agent, Ledger
+from telemetry.agent.backoff import Backoff
+from telemetry.agent.batching import Batcher
+from telemetry.agent.connection import CollectorError
+from telemetry.agent.oneshot import SendError, send_once
+from telemetry.agent.run import run_agent
+from telemetry.agent.sender import Sender, SenderStats
+from telemetry.agent.sources import (
+    BadLine,
+    SimulatedSource,
+    Source,
+    StdinSource,
+    build_source,
+    parse_line,
+)
+from telemetry.agent.spool import MemorySpool, Spool, SpooledBatch
+
+__all__ = [
+    "Agent",
+    "Backoff",
+    "BadLine",
+    "Batcher",
+    "CollectorError",
+    "Ledger",
+    "MemorySpool",
+    "SendError",
+    "Sender",
+    "SenderStats",
+    "SimulatedSource",
+    "Source",
+    "Spool",
+    "SpooledBatch",
+    "StdinSource",
+    "build_source",
+    "parse_line",
+    "run_agent",
+    "send_once",
+]

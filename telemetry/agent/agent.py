@@ -1,0 +1,232 @@
+"""The library API: :class:`Agent` batches readings, spools them and keeps a sender running.
+
+How this works: :meth:`Agent.send` validates a reading and adds it to the current batch
+(:class:`~telemetry.agent.batching.Batcher`). A full batch, or one older than
+``flush_interval`` (a timer task watches its deadline), is closed into the spool and the
+sender is woken. The sender removes batches from the spool as acks arrive; the agent keeps an
+:class:`asyncio.Event` set while nothing is pending, which :meth:`Agent.wait_acked` awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any
+
+from telemetry.agent.batching import Batcher
+from telemetry.agent.sender import Sender
+from telemetry.agent.spool import MemorySpool, Spool
+from telemetry.config import AgentSection, SpoolConfig
+from telemetry.log import get_logger
+from telemetry.protocol import Reading, validate_reading
+
+log = get_logger("telemetry.agent")
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Where every reading given to the agent is: ``produced = acked + rejected + dropped +
+    pending`` always holds. ``batches_sent`` counts every send, resends included."""
+
+    produced: int
+    acked: int
+    rejected: int
+    dropped: int
+    pending: int
+    batches_sent: int
+    batches_resent: int
+
+    @property
+    def balanced(self) -> bool:
+        """True when every produced reading is accounted for exactly once."""
+        return self.produced == self.acked + self.rejected + self.dropped + self.pending
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a dict (for logs)."""
+        return asdict(self)
+
+
+class Agent:
+    """Sends readings to a collector with at-least-once delivery.
+
+    Use it as an async context manager::
+
+        async with Agent(AgentSection(id="x", endpoints=["127.0.0.1:7600"])) as agent:
+            await agent.send({"sensor": "s1", "value": 1.5})
+
+    Leaving the block flushes and waits up to ``shutdown_timeout`` for every ack.
+    """
+
+    def __init__(
+        self,
+        section: AgentSection,
+        spool: Spool | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.section = section
+        self.spool: Spool = spool if spool is not None else MemorySpool(SpoolConfig().max_readings)
+        self._batcher = Batcher(section.batch_size, section.flush_interval)
+        self._sender = Sender(section, self.spool, on_change=self._update_drained, rng=rng)
+        self._produced = 0
+        self._drained = asyncio.Event()
+        self._batch_open = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+        self._close_result: bool | None = None
+        self._update_drained()
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the sender and the flush timer; readings sent before are kept."""
+        if self._closed:
+            raise RuntimeError("agent is closed")
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._sender.run(), name="agent-sender"),
+            asyncio.create_task(self._flush_timer(), name="agent-flush-timer"),
+        ]
+        log.info(
+            "agent_started",
+            agent=self.section.id,
+            endpoints=self.section.endpoints,
+            pending=self.spool.readings,
+        )
+
+    async def close(self, timeout: float | None = None) -> bool:
+        """Flush, wait up to ``timeout`` (default ``shutdown_timeout``) for every ack, stop.
+
+        Returns True when nothing is left pending. Calling it again returns the same answer.
+        """
+        if self._close_result is not None:
+            return self._close_result
+        self._closed = True
+        wait = self.section.shutdown_timeout if timeout is None else timeout
+        acked = await self.wait_acked(wait) if self._tasks else self._drained.is_set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        ledger = self.ledger
+        if acked:
+            log.info("agent_stopped", agent=self.section.id, **ledger.as_dict())
+        else:
+            log.warning(
+                "agent_stopped_with_pending",
+                agent=self.section.id,
+                timeout=wait,
+                **ledger.as_dict(),
+            )
+        self._close_result = acked
+        return acked
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Cancelled or interrupted: stop now instead of waiting for acks.
+        abrupt = exc is not None and not isinstance(exc, Exception)
+        await self.close(0 if abrupt else None)
+
+    # --- readings -----------------------------------------------------------------------
+
+    async def send(self, reading: Reading | Mapping[str, Any]) -> None:
+        """Queue one reading; a dict is validated first (pydantic ``ValidationError``).
+
+        Never blocks on the network: when the spool is full its oldest readings are dropped.
+        """
+        if self._closed:
+            raise RuntimeError("agent is closed")
+        if not isinstance(reading, Reading):
+            reading = validate_reading(dict(reading))
+        self._produced += 1
+        was_empty = len(self._batcher) == 0
+        closed = self._batcher.add(reading.to_wire(), asyncio.get_running_loop().time())
+        if closed is not None:
+            self._spool(closed)
+            await asyncio.sleep(0)  # a fast producer still lets the sender run
+        elif was_empty:
+            self._batch_open.set()
+        self._update_drained()
+
+    async def flush(self) -> None:
+        """Close the current batch into the spool now (no-op when it is empty)."""
+        self._spool(self._batcher.take())
+        self._update_drained()
+
+    async def wait_acked(self, timeout: float | None = None) -> bool:
+        """Flush, then wait until every reading is acked or dropped; False on timeout."""
+        await self.flush()
+        if self._drained.is_set():
+            return True
+        if timeout is not None and timeout <= 0:
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                await self._drained.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def ledger(self) -> Ledger:
+        """A snapshot of the reading counters."""
+        stats = self._sender.stats
+        return Ledger(
+            produced=self._produced,
+            acked=stats.acked_readings,
+            rejected=stats.rejected_readings,
+            dropped=self.spool.dropped,
+            pending=self.spool.readings + len(self._batcher),
+            batches_sent=stats.batches_sent,
+            batches_resent=stats.batches_resent,
+        )
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has begun."""
+        return self._closed
+
+    @property
+    def connected_to(self) -> str | None:
+        """The endpoint the agent is connected to right now, or None."""
+        return self._sender.endpoint
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _spool(self, readings: list[dict[str, Any]]) -> None:
+        if readings:
+            self.spool.add(readings)
+            self._sender.wake()
+
+    def _update_drained(self) -> None:
+        if self.spool.batches == 0 and len(self._batcher) == 0:
+            self._drained.set()
+        else:
+            self._drained.clear()
+
+    async def _flush_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = self._batcher.deadline
+            if deadline is None:
+                self._batch_open.clear()
+                await self._batch_open.wait()
+                continue
+            delay = deadline - loop.time()
+            if delay > 0:
+                # Sleep to a known deadline, then look again: the batch may have changed.
+                await asyncio.sleep(delay)
+                continue
+            self._spool(self._batcher.take())
+            self._update_drained()

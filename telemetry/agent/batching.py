@@ -1,0 +1,55 @@
+"""The current batch, sans-I/O: readings in, closed batches out.
+
+A batch closes when it holds ``batch_size`` readings (:meth:`Batcher.add` returns it) or when
+``flush_interval`` seconds have passed since its first reading (the caller asks
+:meth:`Batcher.due` at :attr:`Batcher.deadline` and then calls :meth:`Batcher.take`).
+Time is passed in, so the logic is tested without an event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Batcher:
+    """Collects readings into batches by size and by age."""
+
+    def __init__(self, batch_size: int, flush_interval: float) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if flush_interval <= 0:
+            raise ValueError("flush_interval must be > 0")
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self._readings: list[dict[str, Any]] = []
+        self._first_at: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._readings)
+
+    @property
+    def deadline(self) -> float | None:
+        """When the current batch is due by age, or None while it is empty."""
+        if self._first_at is None:
+            return None
+        return self._first_at + self.flush_interval
+
+    def add(self, reading: dict[str, Any], now: float) -> list[dict[str, Any]] | None:
+        """Add one wire reading; return the closed batch when it reached ``batch_size``."""
+        if self._first_at is None:
+            self._first_at = now
+        self._readings.append(reading)
+        if len(self._readings) >= self.batch_size:
+            return self.take()
+        return None
+
+    def due(self, now: float) -> bool:
+        """True when the current batch is not empty and has waited ``flush_interval``."""
+        deadline = self.deadline
+        return deadline is not None and now >= deadline
+
+    def take(self) -> list[dict[str, Any]]:
+        """Close the current batch and return its readings (maybe none); start a new one."""
+        readings, self._readings = self._readings, []
+        self._first_at = None
+        return readings

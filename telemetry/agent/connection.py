@@ -1,0 +1,108 @@
+"""One TCP connection to a collector: bytes moved by asyncio, framing by the sans-I/O decoder.
+
+:class:`Connection` sends frames (``write`` then ``drain``, so a slow collector slows the
+agent instead of growing a buffer) and yields the collector's messages. :meth:`handshake`
+performs ``hello`` -> ``welcome``. Both the long-lived sender and :func:`send_once` use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+
+from telemetry.config import parse_endpoint
+from telemetry.protocol import (
+    Ack,
+    Error,
+    FrameDecoder,
+    Goaway,
+    Hello,
+    Nack,
+    ProtocolViolation,
+    Welcome,
+    encode_frame,
+    parse_server_message,
+)
+
+ServerMessage = Welcome | Ack | Nack | Goaway | Error
+
+# Collector messages are small, but an ack listing thousands of rejected readings is not.
+MAX_SERVER_FRAME_BYTES = 64 * 1024 * 1024
+_READ_SIZE = 65536
+
+
+class CollectorError(Exception):
+    """The collector sent an ``error`` message; the connection is over."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(
+            f"collector error {code}: {detail}" if detail else f"collector error {code}"
+        )
+        self.code = code
+        self.detail = detail
+
+
+class ConnectionClosed(Exception):
+    """The collector closed the connection."""
+
+
+class Connection:
+    """A connected stream to one collector endpoint."""
+
+    def __init__(
+        self, endpoint: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.endpoint = endpoint
+        self._reader = reader
+        self._writer = writer
+        self._decoder = FrameDecoder(MAX_SERVER_FRAME_BYTES)
+        self._frames: deque[bytes] = deque()
+
+    @classmethod
+    async def open(cls, endpoint: str, timeout: float) -> Connection:
+        """Connect to ``host:port``; OSError or TimeoutError when that fails."""
+        host, port = parse_endpoint(endpoint)
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+        return cls(endpoint, reader, writer)
+
+    async def send(self, frame: bytes) -> None:
+        """Write one complete frame and wait until the transport accepts more."""
+        self._writer.write(frame)
+        await self._writer.drain()
+
+    async def receive(self) -> ServerMessage:
+        """The next collector message; heartbeats are skipped.
+
+        Raises :class:`ConnectionClosed` at EOF, a ``ProtocolError`` on a broken stream or
+        message, and OSError when the connection breaks.
+        """
+        while True:
+            while self._frames:
+                payload = self._frames.popleft()
+                if payload:
+                    return parse_server_message(payload)
+            data = await self._reader.read(_READ_SIZE)
+            if not data:
+                self._decoder.feed_eof()
+                raise ConnectionClosed(f"collector {self.endpoint} closed the connection")
+            self._frames.extend(self._decoder.feed(data))
+
+    async def handshake(self, hello: Hello, timeout: float) -> Welcome:
+        """Send ``hello`` and return the ``welcome``; :class:`CollectorError` on ``error``."""
+        await self.send(encode_frame(hello.encode()))
+        async with asyncio.timeout(timeout):
+            message = await self.receive()
+        if isinstance(message, Error):
+            raise CollectorError(message.code, message.detail)
+        if not isinstance(message, Welcome):
+            raise ProtocolViolation(f"expected welcome, got {message.type}")
+        return message
+
+    async def close(self) -> None:
+        """Close the stream; never raises."""
+        self._writer.close()
+        with contextlib.suppress(OSError, asyncio.TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self._writer.wait_closed()
