@@ -28,10 +28,10 @@ PY
 }
 trap stop EXIT INT TERM
 
-# Wait for the collector to listen (it exits at once if the port is busy).
+# Wait until the collector is ready (/readyz); it exits at once if a port is busy.
 for _ in $(seq 100); do
     kill -0 "$collector" 2>/dev/null || { echo "the collector did not start" >&2; exit 1; }
-    $BIN/python -c "import socket; socket.create_connection(('127.0.0.1', 7600), 0.2).close()" \
+    $BIN/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:7601/readyz', timeout=0.5)" \
         2>/dev/null && break
     sleep 0.1
 done
