@@ -1,5 +1,5 @@
 """The collector: uvloop TCP server, one connection's life, the pipeline, the HTTP side port."""
 
-from telemetry.collector.server import Collector, ListenError, Stats
+from telemetry.collector.server import Collector, ListenError
 
-__all__ = ["Collector", "ListenError", "Stats"]
+__all__ = ["Collector", "ListenError"]

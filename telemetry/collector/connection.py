@@ -49,7 +49,12 @@ from telemetry.protocol import (
     validation_context,
 )
 from telemetry.protocol.errors import BadJson
-from telemetry.protocol.messages import PROTOCOL_VERSION, Rejection, describe_errors
+from telemetry.protocol.messages import (
+    PROTOCOL_VERSION,
+    Rejection,
+    describe_errors,
+    error_kinds,
+)
 from telemetry.sinks.base import Record
 
 if TYPE_CHECKING:
@@ -117,6 +122,9 @@ class Connection:
             finally:
                 await self._finish_inflight()
                 await self._close()
+                if self.agent is not None:
+                    self.collector.metrics.agents_connected.dec()
+                    self.collector.live.agent_disconnected(self.conn_id)
                 log.info("connection_closed", reason=reason, agent=self.agent)
 
     async def _read_loop(self) -> str:
@@ -140,6 +148,7 @@ class Connection:
                     log.warning("truncated_frame", detail=exc.detail)
                     return exc.code
                 return "eof"
+            self.collector.metrics.bytes.inc(len(data))
             try:
                 frames = self.decoder.feed(data)
             except ProtocolError as exc:
@@ -181,7 +190,7 @@ class Connection:
 
     async def _fatal(self, code: str, detail: str) -> None:
         log.warning("connection_error", code=code, detail=detail)
-        self.collector.stats.errors += 1
+        self.collector.metrics.connection_errors.labels(code).inc()
         self._send(Error(code=code, detail=detail).encode())
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.drain()
@@ -194,8 +203,8 @@ class Connection:
 
     async def _handle_frames(self, frames: list[bytes]) -> None:
         loose: list[Record] = []  # fire-and-forget readings of these frames, queued together
+        self.collector.metrics.frames.inc(len(frames))
         for payload in frames:
-            self.collector.stats.frames += 1
             if not payload:
                 continue  # heartbeat
             try:
@@ -203,7 +212,7 @@ class Connection:
             except BadJson as exc:
                 if self.agent is None and _CONTROL.search(payload):
                     raise
-                self._reject_loose(("payload: " + exc.detail,))
+                self._reject_loose(("payload: " + exc.detail,), ("bad_json",))
                 continue
             message = parse_client_message(obj)
             if isinstance(message, dict):
@@ -212,13 +221,13 @@ class Connection:
                     loose.append(record)
             elif isinstance(message, Batch):
                 if loose:
-                    await self.collector.pipeline.submit_nowait_ack(loose)
+                    await self._submit_loose(loose)
                     loose = []
                 await self._handle_batch(message)
             else:
                 self._handle_hello(message)
         if loose:
-            await self.collector.pipeline.submit_nowait_ack(loose)
+            await self._submit_loose(loose)
 
     def _handle_hello(self, hello: Hello) -> None:
         if self.agent is not None:
@@ -235,6 +244,8 @@ class Connection:
             raise Unauthorized("hello token missing or not accepted")
         self.agent = hello.agent
         structlog.contextvars.bind_contextvars(agent=hello.agent)
+        self.collector.metrics.agents_connected.inc()
+        self.collector.live.agent_connected(self.conn_id, hello.agent, self.peer)
         log.info("agent_hello")
         self._send(
             Welcome(
@@ -249,14 +260,25 @@ class Connection:
         try:
             reading = validate_reading(raw, self._context(now))
         except ValidationError as exc:
-            self._reject_loose(describe_errors(exc))
+            self._reject_loose(describe_errors(exc), error_kinds(exc))
             return None
-        self.collector.stats.readings_accepted += 1
         return self._record(reading, None, now)
 
-    def _reject_loose(self, errors: tuple[str, ...]) -> None:
-        self.collector.stats.readings_rejected += 1
+    def _reject_loose(self, errors: tuple[str, ...], kinds: tuple[str, ...]) -> None:
+        self._count_rejected(errors, kinds)
         log.warning("reading_rejected", errors=list(errors), fire_and_forget=True)
+
+    def _count_rejected(self, errors: tuple[str, ...], kinds: tuple[str, ...]) -> None:
+        metrics = self.collector.metrics
+        metrics.readings.labels("rejected").inc()
+        for kind in kinds:
+            metrics.rejections.labels(kind).inc()
+        self.collector.live.rejected(self.conn_id, self.agent or self.peer, errors)
+
+    async def _submit_loose(self, records: list[Record]) -> None:
+        self.collector.metrics.readings.labels("accepted").inc(len(records))
+        self.collector.live.accepted(self.conn_id, records)
+        await self.collector.pipeline.submit_nowait_ack(records)
 
     async def _handle_batch(self, batch: Batch) -> None:
         if self.agent is None:
@@ -267,11 +289,11 @@ class Connection:
             )
         now = datetime.now(UTC)
         accepted, rejected = validate_readings(batch.readings, self._context(now))
-        stats = self.collector.stats
-        stats.batches += 1
-        stats.readings_accepted += len(accepted)
-        stats.readings_rejected += len(rejected)
+        metrics = self.collector.metrics
+        metrics.batches.inc()
+        metrics.readings.labels("accepted").inc(len(accepted))
         for rejection in rejected:
+            self._count_rejected(rejection.errors, rejection.kinds)
             log.warning(
                 "reading_rejected",
                 seq=batch.seq,
@@ -285,6 +307,7 @@ class Connection:
             self._record(reading, f"{self.agent}:{batch.seq}:{index}", now)
             for index, reading in accepted
         ]
+        self.collector.live.accepted(self.conn_id, records)
         await self._window.acquire()
         try:
             done = await self.collector.pipeline.submit(records)
@@ -301,7 +324,7 @@ class Connection:
         try:
             await done
         except DeliveryFailed as exc:
-            self.collector.stats.nacks += 1
+            self.collector.metrics.nacks.labels("sink_unavailable").inc()
             log.warning("batch_nacked", seq=seq, sink=exc.sink, reason=exc.reason)
             self._send(
                 Nack(
@@ -316,7 +339,7 @@ class Connection:
             self._window.release()
 
     def _send_ack(self, seq: int, accepted: int, rejected: list[Rejection]) -> None:
-        self.collector.stats.acks += 1
+        self.collector.metrics.acks.inc()
         self._send(
             Ack(
                 seq=seq,

@@ -1,10 +1,12 @@
-"""The HTTP side port: ``/healthz`` (alive) and ``/readyz`` (serving, with healthy sinks)."""
+"""The HTTP side port: ``/healthz`` (alive), ``/readyz`` (serving, healthy sinks), ``/metrics``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+from telemetry.collector.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
     from telemetry.collector.server import Collector
@@ -22,6 +24,7 @@ class HttpServer:
         app = web.Application()
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
         return app
 
     async def start(self, host: str, port: int) -> None:
@@ -44,6 +47,10 @@ class HttpServer:
     async def readyz(self, request: web.Request) -> web.Response:
         collector = self.collector
         sinks = {runner.name: runner.healthy for runner in collector.pipeline.runners}
-        ready = collector.state == "serving" and all(sinks.values())
+        ready = collector.ready
         body = {"ready": ready, "state": collector.state, "sinks": sinks}
         return web.json_response(body, status=200 if ready else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = self.collector.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

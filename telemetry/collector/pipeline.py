@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from telemetry.collector.metrics import Metrics
 from telemetry.config import SinkBase
 from telemetry.log import get_logger
 from telemetry.sinks.base import PermanentSinkError, Record, Sink
@@ -54,8 +55,9 @@ class _Item:
 class SinkRunner:
     """A bounded queue, a batcher and a retry loop around one sink."""
 
-    def __init__(self, sink: Sink, config: SinkBase) -> None:
+    def __init__(self, sink: Sink, config: SinkBase, metrics: Metrics | None = None) -> None:
         self.sink = sink
+        self.metrics = metrics
         self.name = sink.name
         self.queue_size = config.queue_size
         self.batch_size = config.batch_size
@@ -135,6 +137,8 @@ class SinkRunner:
         error = await self._write_with_retry(records)
         if error is None:
             self.written += count
+            if self.metrics is not None:
+                self.metrics.sink_written.labels(self.name).inc(count)
         unacked = 0
         for item in items:
             if item.done is None:
@@ -147,6 +151,8 @@ class SinkRunner:
         if error is not None and unacked:
             # Fire-and-forget readings have no ack, so nobody can resend them.
             self.dropped += unacked
+            if self.metrics is not None:
+                self.metrics.drops.labels("sink_failed_fire_and_forget").inc(unacked)
             log.error(
                 "readings_dropped",
                 sink=self.name,
@@ -163,6 +169,7 @@ class SinkRunner:
                 async with asyncio.timeout(self.write_timeout):
                     await self.sink.write(records)
             except PermanentSinkError as exc:
+                self._count_failure("permanent")
                 log.error(
                     "sink_write_failed",
                     sink=self.name,
@@ -173,6 +180,7 @@ class SinkRunner:
                 return DeliveryFailed(self.name, str(exc), permanent=True)
             except Exception as exc:  # any other failure is transient: retry
                 reason = str(exc) or type(exc).__name__
+                self._count_failure("transient")
                 self.healthy = False
                 delay = backoff_delay(attempt)
                 attempt += 1
@@ -199,6 +207,8 @@ class SinkRunner:
                 if not self.healthy:
                     log.info("sink_recovered", sink=self.name, attempts=attempt + 1)
                 self.healthy = True
+                if self.metrics is not None:
+                    self.metrics.sink_writes.labels(self.name).observe(time.monotonic() - started)
                 log.debug(
                     "sink_write",
                     sink=self.name,
@@ -206,6 +216,10 @@ class SinkRunner:
                     seconds=round(time.monotonic() - started, 6),
                 )
                 return None
+
+    def _count_failure(self, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.sink_failures.labels(self.name, kind).inc()
 
     async def close(self, timeout: float) -> None:
         """Write what is queued (up to ``timeout`` seconds), then close the sink."""

@@ -13,11 +13,15 @@ import asyncio
 import errno
 import signal
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Literal
+
+from prometheus_client.core import GaugeMetricFamily
 
 from telemetry.collector.connection import Connection
 from telemetry.collector.http import HttpServer
+from telemetry.collector.live import LiveView
+from telemetry.collector.metrics import Metrics
 from telemetry.collector.pipeline import Pipeline, SinkRunner
 from telemetry.config import CollectorConfig
 from telemetry.log import get_logger
@@ -34,21 +38,6 @@ class ListenError(OSError):
     """A listener could not bind its address (busy port, bad host)."""
 
 
-@dataclass
-class Stats:
-    """Counters of what the collector has seen since it started."""
-
-    connections_total: int = 0
-    connections_refused: int = 0
-    frames: int = 0
-    batches: int = 0
-    readings_accepted: int = 0
-    readings_rejected: int = 0
-    acks: int = 0
-    nacks: int = 0
-    errors: int = 0
-
-
 class Collector:
     """Receives readings from agents and hands them to the sinks."""
 
@@ -56,10 +45,14 @@ class Collector:
 
     def __init__(self, config: CollectorConfig, sinks: list[Sink] | None = None) -> None:
         self.config = config
-        self.stats = Stats()
+        self.metrics = Metrics()
+        self.live = LiveView()
         built = sinks if sinks is not None else [build_sink(c) for c in config.sinks]
         self.pipeline = Pipeline(
-            [SinkRunner(sink, cfg) for sink, cfg in zip(built, config.sinks, strict=True)]
+            [
+                SinkRunner(sink, cfg, self.metrics)
+                for sink, cfg in zip(built, config.sinks, strict=True)
+            ]
         )
         self.state: State = "starting"
         self.connections: dict[int, Connection] = {}
@@ -69,6 +62,7 @@ class Collector:
         self._tasks: set[asyncio.Task[None]] = set()
         self._next_id = 0
         self._stop: asyncio.Event | None = None
+        self.metrics.watch(self._live_gauges)
 
     # --- life -------------------------------------------------------------------------------
 
@@ -154,7 +148,42 @@ class Collector:
         await self.pipeline.close(timeout=max(0.5, deadline - time.monotonic()))
         await self.http.stop()
         self.state = "stopped"
-        log.info("collector_stopped", **vars(self.stats))
+        log.info("collector_stopped", **self.summary())
+
+    def summary(self) -> dict[str, int]:
+        """Totals since start, for the last log line."""
+        value = self.metrics.value
+        return {
+            "connections": int(value("telemetry_connections_total", outcome="accepted")),
+            "batches": int(value("telemetry_batches_total")),
+            "readings_accepted": int(value("telemetry_readings_total", outcome="accepted")),
+            "readings_rejected": int(value("telemetry_readings_total", outcome="rejected")),
+            "acks": int(value("telemetry_acks_total")),
+            "nacks": int(value("telemetry_nacks_total", reason="sink_unavailable")),
+        }
+
+    def _live_gauges(self) -> Iterator[GaugeMetricFamily]:
+        queued = GaugeMetricFamily(
+            "telemetry_sink_queue_readings",
+            "Readings waiting in each sink's queue.",
+            labels=["sink"],
+        )
+        healthy = GaugeMetricFamily(
+            "telemetry_sink_healthy", "1 while the sink's last write succeeded.", labels=["sink"]
+        )
+        for runner in self.pipeline.runners:
+            queued.add_metric([runner.name], runner.queued)
+            healthy.add_metric([runner.name], 1 if runner.healthy else 0)
+        ready = GaugeMetricFamily("telemetry_ready", "1 while serving with healthy sinks.")
+        ready.add_metric([], 1 if self.ready else 0)
+        yield queued
+        yield healthy
+        yield ready
+
+    @property
+    def ready(self) -> bool:
+        """Serving, and every sink healthy: what ``/readyz`` reports."""
+        return self.state == "serving" and self.pipeline.healthy
 
     # --- connections ------------------------------------------------------------------------
 
@@ -162,7 +191,7 @@ class Collector:
         task = asyncio.current_task()
         assert task is not None
         if len(self.connections) >= self.config.ingest.max_connections or self.state != "serving":
-            self.stats.connections_refused += 1
+            self.metrics.connections.labels("refused").inc()
             code = "too_many_connections"
             detail = (
                 f"limit max_connections {self.config.ingest.max_connections}"
@@ -174,7 +203,8 @@ class Collector:
             writer.close()
             return
         self._next_id += 1
-        self.stats.connections_total += 1
+        self.metrics.connections.labels("accepted").inc()
+        self.metrics.open_connections.inc()
         conn = Connection(self, reader, writer, self._next_id)
         self.connections[conn.conn_id] = conn
         self._tasks.add(task)
@@ -185,6 +215,7 @@ class Collector:
         finally:
             del self.connections[conn.conn_id]
             self._tasks.discard(task)
+            self.metrics.open_connections.dec()
 
 
 def _listen_error(exc: OSError, address: str) -> ListenError:

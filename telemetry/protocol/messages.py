@@ -179,6 +179,8 @@ class Rejection:
 
     index: int
     errors: tuple[str, ...]
+    #: The error types (``missing``, ``extra_forbidden``...): bounded, for metrics labels.
+    kinds: tuple[str, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
         return {"index": self.index, "errors": list(self.errors)}
@@ -197,6 +199,11 @@ def describe_errors(exc: ValidationError, *, skip: int = 0) -> tuple[str, ...]:
         else:
             reasons.append(f"{field}: {error['msg']}")
     return tuple(reasons)
+
+
+def error_kinds(exc: ValidationError) -> tuple[str, ...]:
+    """The distinct error types of a validation error, in order."""
+    return tuple(dict.fromkeys(error["type"] for error in exc.errors(include_url=False)))
 
 
 _READINGS = TypeAdapter(list[Reading])
@@ -239,7 +246,7 @@ def validate_readings(
         try:
             accepted.append((index, validate_reading(raw, context)))
         except ValidationError as exc:
-            rejected.append(Rejection(index, describe_errors(exc)))
+            rejected.append(Rejection(index, describe_errors(exc), error_kinds(exc)))
     return accepted, rejected
 
 

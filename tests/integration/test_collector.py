@@ -8,6 +8,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from telemetry.sinks.base import TransientSinkError
@@ -163,7 +164,8 @@ async def test_bad_fire_and_forget_payloads_skip_one_frame(start_collector):
     await client.close()
     await collector.shutdown()
     assert [r.sensor for r in sink.records] == ["a", "c"]
-    assert collector.stats.readings_rejected == 3
+    assert collector.metrics.value("telemetry_readings_total", outcome="rejected") == 3
+    assert collector.metrics.value("telemetry_rejections_total", reason="bad_json") == 2
 
 
 async def test_eof_mid_frame_is_never_delivered(start_collector):
@@ -353,3 +355,41 @@ async def test_window_of_batches_is_served_concurrently(start_collector):
     acks = [await client.recv() for _ in range(20)]
     assert sorted(a["seq"] for a in acks) == list(range(20))
     assert len(set(sink.ids)) == 200
+
+
+async def test_metrics_parse_and_count_what_happened(start_collector):
+    """/metrics is Prometheus text that prometheus-client parses, with the traffic counted."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sink = RecordingSink()
+    collector = await start_collector(sinks=[sink])
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello("metered")
+    batch = [{"sensor": "a", "value": 1}, {"sensor": "b"}, {"sensor": "c", "value": 2, "x": 1}]
+    await client.send({"type": "batch", "seq": 0, "readings": batch})
+    assert (await client.recv())["type"] == "ack"
+    bad = await WireClient.connect(collector.ingest_port)
+    await bad.send_raw(b"abcdefghij")
+    await bad.recv()
+    async with aiohttp.ClientSession() as session:
+        url = f"http://127.0.0.1:{collector.http.port}/metrics"
+        async with session.get(url) as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/plain")
+            text = await resp.text()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("telemetry_readings_total", (("outcome", "accepted"),))] == 1
+    assert samples[("telemetry_readings_total", (("outcome", "rejected"),))] == 2
+    assert samples[("telemetry_rejections_total", (("reason", "missing"),))] == 1
+    assert samples[("telemetry_rejections_total", (("reason", "extra_forbidden"),))] == 1
+    assert samples[("telemetry_acks_total", ())] == 1
+    assert samples[("telemetry_connection_errors_total", (("code", "bad_header"),))] == 1
+    assert samples[("telemetry_agents_connected", ())] == 1
+    assert samples[("telemetry_sink_queue_readings", (("sink", "recording"),))] == 0
+    assert samples[("telemetry_sink_healthy", (("sink", "recording"),))] == 1
+    assert samples[("telemetry_sink_write_seconds_count", (("sink", "recording"),))] == 1
+    assert samples[("telemetry_ready", ())] == 1
