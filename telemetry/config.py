@@ -43,6 +43,8 @@ class CollectorSection(Strict):
     id: str = Field(default_factory=socket.gethostname, min_length=1)
     #: Seconds a SIGTERM/SIGINT drain may take before the collector exits anyway.
     shutdown_timeout: float = Field(default=30.0, gt=0)
+    #: Most bytes of a rejected reading's raw JSON kept in its dead letter.
+    dead_letter_max_bytes: int = Field(default=4096, ge=0)
 
 
 class IngestConfig(Strict):
@@ -61,6 +63,14 @@ class IngestConfig(Strict):
     max_clock_skew: float = Field(default=DEFAULT_MAX_CLOCK_SKEW, ge=0)
     #: When not empty, a ``hello`` must carry one of these tokens.
     tokens: list[str] = Field(default_factory=list)
+    #: When a sink queue is full: ``backpressure`` stops reading from connections until there
+    #: is room; ``nack`` answers batches at once with ``nack`` and ``retry_after_ms``.
+    on_full: Literal["backpressure", "nack"] = "backpressure"
+    #: The ``retry_after_ms`` of nacks (sink down, queue full, draining).
+    retry_after_ms: int = Field(default=1000, ge=0)
+    #: Seconds after which a connection gets ``goaway`` so agents rebalance across
+    #: collectors (0: never); each connection's age is drawn within +-10% of it.
+    max_connection_age: float = Field(default=0, ge=0)
 
 
 class HttpConfig(Strict):
@@ -86,6 +96,14 @@ class SinkBase(Strict):
     retry_deadline: float = Field(default=10.0, ge=0)
     #: Seconds one write may take before it counts as a transient failure.
     write_timeout: float = Field(default=30.0, gt=0)
+    #: Routing: only readings whose sensor matches one of these globs (empty: every sensor).
+    sensors: list[str] = Field(default_factory=list)
+    #: Routing: only readings carrying all of these tags (empty: no condition).
+    tags: dict[str, str] = Field(default_factory=dict)
+    #: This sink takes dead letters (rejected readings with their reason) instead of readings.
+    dead_letter: bool = False
+    #: When false, a failure of this sink does not turn /readyz to 503.
+    required: bool = True
 
 
 class NullSinkConfig(SinkBase):
@@ -125,6 +143,10 @@ SinkConfig = Annotated[
 ]
 
 
+#: Sink types that store JSON documents, and so can take dead letters.
+DEAD_LETTER_TYPES = frozenset({"jsonl", "stdout", "null"})
+
+
 def _default_sinks() -> list[SinkConfig]:
     return [SqliteSinkConfig(type="sqlite")]
 
@@ -159,13 +181,20 @@ class CollectorConfig(_TomlThenEnv):
 
     @field_validator("sinks")
     @classmethod
-    def _unique_names(cls, sinks: list[SinkConfig]) -> list[SinkConfig]:
+    def _check_sinks(cls, sinks: list[SinkConfig]) -> list[SinkConfig]:
         seen: set[str] = set()
         for sink in sinks:
             name = sink.name or sink.type
             if name in seen:
                 raise ValueError(f"two sinks are named {name!r}: give each a distinct name")
             seen.add(name)
+            if sink.dead_letter and sink.type not in DEAD_LETTER_TYPES:
+                raise ValueError(
+                    f"sink {name!r}: type {sink.type!r} cannot take dead letters; use one of "
+                    f"{', '.join(sorted(DEAD_LETTER_TYPES))}"
+                )
+        if all(sink.dead_letter for sink in sinks):
+            raise ValueError("every sink is a dead-letter sink: readings would go nowhere")
         return sinks
 
 

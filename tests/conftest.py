@@ -11,9 +11,8 @@ import pytest
 import uvloop
 
 from telemetry.collector import Collector
-from telemetry.config import CollectorConfig
 from telemetry.sinks.base import Sink
-from tests.support import RecordingSink
+from tests.support import RecordingSink, collector_config
 
 
 def pytest_asyncio_loop_factories(
@@ -21,22 +20,6 @@ def pytest_asyncio_loop_factories(
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Run async tests on uvloop, as the collector runs in production."""
     return {"uvloop": uvloop.new_event_loop}
-
-
-def collector_config(tmp_path: Path, **sections: Any) -> CollectorConfig:
-    """A collector config on free ports; ``sections`` override whole sections."""
-    data: dict[str, Any] = {
-        "ingest": {"host": "127.0.0.1", "port": 0},
-        "http": {"host": "127.0.0.1", "port": 0},
-        "sinks": [{"type": "sqlite", "path": str(tmp_path / "telemetry.db")}],
-        "log": {"level": "debug", "format": "json"},
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    return CollectorConfig(**data)
 
 
 StartCollector = Callable[..., Any]

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from telemetry.config import CollectorConfig
 from telemetry.protocol import FrameDecoder, encode_frame
 from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
 
@@ -27,6 +29,22 @@ def frame(obj: Any) -> bytes:
     """A frame as the tutorial builds it: header f"{len(msg):<10}" over the UTF-8 bytes."""
     payload = obj if isinstance(obj, bytes) else json.dumps(obj, ensure_ascii=False).encode()
     return encode_frame(payload)
+
+
+def collector_config(tmp_path: Path, **sections: Any) -> CollectorConfig:
+    """A collector config on free ports; ``sections`` override whole sections."""
+    data: dict[str, Any] = {
+        "ingest": {"host": "127.0.0.1", "port": 0},
+        "http": {"host": "127.0.0.1", "port": 0},
+        "sinks": [{"type": "sqlite", "path": str(tmp_path / "telemetry.db")}],
+        "log": {"level": "debug", "format": "json"},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return CollectorConfig(**data)
 
 
 class WireClient:
@@ -102,6 +120,8 @@ class RecordingSink:
         self.gate: asyncio.Event | None = None  # when set, writes wait for it
         self.failures: list[Exception] = []  # raised by the next writes, in order
         self.fail_always: Exception | None = None
+        #: Records this predicate matches make the whole write fail permanently.
+        self.refuse: Callable[[Record], bool] | None = None
         self.started = False
         self.closed = 0
 
@@ -115,6 +135,8 @@ class RecordingSink:
             raise self.fail_always
         if self.failures:
             raise self.failures.pop(0)
+        if self.refuse is not None and any(self.refuse(record) for record in batch):
+            raise PermanentSinkError("value out of range for the backend")
         self.records.extend(batch)
         self.batches.append(len(batch))
 
@@ -132,6 +154,7 @@ __all__ = [
     "RecordingSink",
     "TransientSinkError",
     "WireClient",
+    "collector_config",
     "frame",
     "http_get",
     "timeout",

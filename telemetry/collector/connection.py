@@ -17,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import random
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
 
-from telemetry.collector.pipeline import DeliveryFailed
+from telemetry.collector.pipeline import DeliveryFailed, Refusal
 from telemetry.log import get_logger
 from telemetry.protocol import (
     Ack,
@@ -55,7 +57,7 @@ from telemetry.protocol.messages import (
     describe_errors,
     error_kinds,
 )
-from telemetry.sinks.base import Record
+from telemetry.sinks.base import DeadLetter, Record
 
 if TYPE_CHECKING:
     from telemetry.collector.server import Collector
@@ -105,6 +107,14 @@ class Connection:
         with structlog.contextvars.bound_contextvars(conn_id=self.conn_id, peer=self.peer):
             log.info("connection_opened")
             reason = "closed"
+            max_age = self.config.max_connection_age
+            rebalance = (
+                asyncio.get_running_loop().call_later(
+                    max_age * random.uniform(0.9, 1.1), self.drain, "max_connection_age"
+                )
+                if max_age
+                else None
+            )
             try:
                 reason = await self._read_loop()
             except asyncio.CancelledError:
@@ -120,6 +130,8 @@ class Connection:
                 reason = "connection_lost"
                 log.info("connection_lost", error=str(exc))
             finally:
+                if rebalance is not None:
+                    rebalance.cancel()
                 await self._finish_inflight()
                 await self._close()
                 if self.agent is not None:
@@ -212,7 +224,7 @@ class Connection:
             except BadJson as exc:
                 if self.agent is None and _CONTROL.search(payload):
                     raise
-                self._reject_loose(("payload: " + exc.detail,), ("bad_json",))
+                self._reject_loose(payload, ("payload: " + exc.detail,), ("bad_json",))
                 continue
             message = parse_client_message(obj)
             if isinstance(message, dict):
@@ -260,13 +272,36 @@ class Connection:
         try:
             reading = validate_reading(raw, self._context(now))
         except ValidationError as exc:
-            self._reject_loose(describe_errors(exc), error_kinds(exc))
+            self._reject_loose(raw, describe_errors(exc), error_kinds(exc))
             return None
         return self._record(reading, None, now)
 
-    def _reject_loose(self, errors: tuple[str, ...], kinds: tuple[str, ...]) -> None:
+    def _reject_loose(self, raw: Any, errors: tuple[str, ...], kinds: tuple[str, ...]) -> None:
         self._count_rejected(errors, kinds)
         log.warning("reading_rejected", errors=list(errors), fire_and_forget=True)
+        self._dead_letter([(raw, errors, None)])
+
+    def _dead_letter(self, rejected: list[tuple[Any, Sequence[str], str | None]]) -> None:
+        """Send rejected readings (raw, reasons, reading id) to the dead-letter sinks."""
+        pipeline = self.collector.pipeline
+        if not pipeline.dead_letter_runners:
+            return
+        now = datetime.now(UTC)
+        max_bytes = self.collector.config.collector.dead_letter_max_bytes
+        who = self.agent or self.peer
+        pipeline.dead_letter(
+            [
+                DeadLetter.of(
+                    raw,
+                    agent=who,
+                    reason="; ".join(errors),
+                    received_at=now,
+                    max_bytes=max_bytes,
+                    reading_id=reading_id,
+                )
+                for raw, errors, reading_id in rejected
+            ]
+        )
 
     def _count_rejected(self, errors: tuple[str, ...], kinds: tuple[str, ...]) -> None:
         metrics = self.collector.metrics
@@ -287,6 +322,9 @@ class Connection:
             raise ProtocolViolation(
                 f"batch of {len(batch.readings)} readings exceeds max_batch {self.config.max_batch}"
             )
+        if self.config.on_full == "nack" and self.collector.pipeline.would_wait(batch.readings):
+            self._send_nack(batch.seq, "overloaded", "sink queue full")
+            return
         now = datetime.now(UTC)
         accepted, rejected = validate_readings(batch.readings, self._context(now))
         metrics = self.collector.metrics
@@ -294,6 +332,13 @@ class Connection:
         metrics.readings.labels("accepted").inc(len(accepted))
         for rejection in rejected:
             self._count_rejected(rejection.errors, rejection.kinds)
+        if rejected:
+            self._dead_letter(
+                [
+                    (batch.readings[r.index], r.errors, f"{self.agent}:{batch.seq}:{r.index}")
+                    for r in rejected
+                ]
+            )
             log.warning(
                 "reading_rejected",
                 seq=batch.seq,
@@ -322,21 +367,41 @@ class Connection:
         self, seq: int, accepted: int, rejected: list[Rejection], done: asyncio.Future[Any]
     ) -> None:
         try:
-            await done
+            refusals_by_sink: list[list[Refusal]] = await done
         except DeliveryFailed as exc:
-            self.collector.metrics.nacks.labels("sink_unavailable").inc()
             log.warning("batch_nacked", seq=seq, sink=exc.sink, reason=exc.reason)
-            self._send(
-                Nack(
-                    seq=seq,
-                    reason=f"sink {exc.sink} unavailable",
-                    retry_after_ms=self.collector.retry_after_ms,
-                ).encode()
-            )
+            self._send_nack(seq, "sink_unavailable", f"sink {exc.sink} unavailable")
         else:
+            refused = self._refused(refusals_by_sink)
+            if refused:
+                rejected = sorted([*rejected, *refused.values()], key=lambda r: r.index)
+                accepted -= len(refused)
             self._send_ack(seq, accepted, rejected)
         finally:
             self._window.release()
+
+    def _refused(self, refusals_by_sink: list[list[Refusal]]) -> dict[int, Rejection]:
+        """Readings a sink refused for good, as rejections by index (and dead letters)."""
+        refused: dict[int, Rejection] = {}
+        pipeline = self.collector.pipeline
+        for refusals in refusals_by_sink:
+            if not refusals:
+                continue
+            pipeline.dead_letter(pipeline.refusals_to_dead_letters(refusals))
+            for record, reason in refusals:
+                index = int((record.id or "0").rsplit(":", 1)[-1])
+                previous = refused.get(index)
+                errors = (*previous.errors, reason) if previous else (reason,)
+                refused[index] = Rejection(index, errors, ("sink_refused",))
+        for rejection in refused.values():
+            self.collector.metrics.rejections.labels("sink_refused").inc()
+            log.warning("reading_refused", index=rejection.index, errors=list(rejection.errors))
+        return refused
+
+    def _send_nack(self, seq: int, reason: str, detail: str) -> None:
+        self.collector.metrics.nacks.labels(reason).inc()
+        retry_after_ms = self.config.retry_after_ms
+        self._send(Nack(seq=seq, reason=detail, retry_after_ms=retry_after_ms).encode())
 
     def _send_ack(self, seq: int, accepted: int, rejected: list[Rejection]) -> None:
         self.collector.metrics.acks.inc()

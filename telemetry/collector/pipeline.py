@@ -1,44 +1,61 @@
-"""The pipeline: one bounded queue, batcher and retry loop per sink, written once for all sinks.
+"""The pipeline: routing, and one bounded queue, batcher and retry loop per sink, written once.
 
-How this works: a connection calls :meth:`Pipeline.submit` with a batch's records. Each sink's
-:class:`SinkRunner` queues them; ``submit`` waits while any queue is full, which stops that
-connection from reading (backpressure: the agent sees acks slow down and its window fill).
-``submit`` returns a future that completes when every sink has written the records, and only
-then does the connection send ``ack``. A runner's worker takes queued items up to
-``batch_size`` readings, waits up to ``flush_interval`` for a batch to fill, and calls
-``sink.write()``. Transient failures are retried with exponential backoff and full jitter until
-``retry_deadline``; then (or at once, for a permanent failure) the items' futures fail with
-:class:`DeliveryFailed` and the connection answers ``nack``. Nothing is dropped here.
+How this works: a connection calls :meth:`Pipeline.submit` with a batch's records. Each
+reading sink's :class:`SinkRunner` takes the records its route matches (sensor globs, tags)
+into its queue; ``submit`` waits while a queue is full, which stops that connection from
+reading (backpressure: the agent sees acks slow down and its window fill). ``submit`` returns
+a future that completes when every routed sink has written its records; only then does the
+connection send ``ack``.
+
+A runner's worker takes queued items up to ``batch_size`` readings, waits up to
+``flush_interval`` for a batch to fill, and calls ``sink.write()``. The two kinds of failure
+are decided once, here:
+
+- transient (any exception but :class:`PermanentSinkError`): retried with exponential backoff
+  and full jitter until ``retry_deadline``; then the items' futures fail with
+  :class:`DeliveryFailed` and the connection answers ``nack`` (the agent resends later);
+- permanent: the batch is split in halves until the records the sink refuses are found; those
+  are reported in the future's result as refusals (the connection lists them as rejected in
+  its ack and sends them to the dead-letter sinks), the others are written.
+
+Dead-letter sinks (``dead_letter = true``) take :class:`DeadLetter` documents; they never hold
+up ingest: when their queue is full, the dead letter is dropped and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import random
+import re
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from telemetry.collector.metrics import Metrics
 from telemetry.config import SinkBase
 from telemetry.log import get_logger
-from telemetry.sinks.base import PermanentSinkError, Record, Sink
+from telemetry.sinks.base import DeadLetter, PermanentSinkError, Record, Sink
 
 log = get_logger("telemetry.pipeline")
 
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 2.0
 
+#: A record a sink refused for good, and why: ``"sink <name>: <the sink's reason>"``.
+Refusal = tuple[Record, str]
+
 
 class DeliveryFailed(Exception):
-    """A sink could not take a batch; the agent should resend it later."""
+    """A sink could not take a batch before its retry deadline; resend it later."""
 
-    def __init__(self, sink: str, reason: str, *, permanent: bool) -> None:
+    def __init__(self, sink: str, reason: str) -> None:
         super().__init__(f"sink {sink}: {reason}")
         self.sink = sink
         self.reason = reason
-        self.permanent = permanent
 
 
 def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
@@ -48,22 +65,29 @@ def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF
 
 @dataclass(slots=True)
 class _Item:
-    records: Sequence[Record]
-    done: asyncio.Future[None] | None  # None: fire-and-forget, nobody waits
+    records: Sequence[Any]  # Records; DeadLetters for a dead-letter runner
+    done: asyncio.Future[list[Refusal]] | None  # None: fire-and-forget, nobody waits
 
 
 class SinkRunner:
-    """A bounded queue, a batcher and a retry loop around one sink."""
+    """A route, a bounded queue, a batcher and a retry loop around one sink."""
 
     def __init__(self, sink: Sink, config: SinkBase, metrics: Metrics | None = None) -> None:
         self.sink = sink
-        self.metrics = metrics
         self.name = sink.name
+        self.metrics = metrics
         self.queue_size = config.queue_size
         self.batch_size = config.batch_size
         self.flush_interval = config.flush_interval
         self.retry_deadline = config.retry_deadline
         self.write_timeout = config.write_timeout
+        self.dead_letter = config.dead_letter
+        self.required = config.required
+        self._sensor_globs = [re.compile(fnmatch.translate(glob)) for glob in config.sensors]
+        self._tags = dict(config.tags)
+        self.routes_all = not self._sensor_globs and not self._tags
+        #: Called with fire-and-forget records the sink refused for good (nobody else hears).
+        self.on_refused: Callable[[SinkRunner, list[Refusal]], None] | None = None
         self.queued = 0  # readings waiting in the queue
         self.written = 0
         self.dropped = 0
@@ -79,14 +103,35 @@ class SinkRunner:
         await self.sink.start()
         self._worker = asyncio.create_task(self._run(), name=f"sink-{self.name}")
 
-    def full(self) -> bool:
-        return self.queued >= self.queue_size
+    # --- routing and queueing ---------------------------------------------------------------
 
-    async def put(self, records: Sequence[Record], done: asyncio.Future[None] | None) -> None:
+    def route(self, records: Sequence[Record]) -> Sequence[Record]:
+        """The records this sink takes."""
+        if self.routes_all:
+            return records
+        return [record for record in records if self._accepts(record)]
+
+    def _accepts(self, record: Record) -> bool:
+        if self._sensor_globs and not any(g.match(record.sensor) for g in self._sensor_globs):
+            return False
+        tags = record.tags
+        return all(tags.get(key) == value for key, value in self._tags.items())
+
+    def would_wait(self, count: int) -> bool:
+        """True when queueing ``count`` more readings has to wait for room."""
+        return self.queued > 0 and self.queued + count > self.queue_size
+
+    async def put(self, records: Sequence[Any], done: asyncio.Future[list[Refusal]] | None) -> None:
         """Queue ``records``, waiting while the queue is full (an oversized batch goes alone)."""
-        while self.queued and self.queued + len(records) > self.queue_size:
+        while self.would_wait(len(records)):
             self._has_room.clear()
             await self._has_room.wait()
+        self.put_nowait(records, done)
+
+    def put_nowait(
+        self, records: Sequence[Any], done: asyncio.Future[list[Refusal]] | None
+    ) -> None:
+        """Queue ``records`` now, whatever the queue holds."""
         if self._closing:
             raise RuntimeError(f"sink {self.name} is closing")
         self._items.append(_Item(records, done))
@@ -102,6 +147,8 @@ class SinkRunner:
             count += len(item.records)
         return taken
 
+    # --- the worker -------------------------------------------------------------------------
+
     async def _run(self) -> None:
         while True:
             if not self._items:
@@ -115,7 +162,7 @@ class SinkRunner:
             items = self._take()
             count = sum(len(item.records) for item in items)
             self.queued -= count
-            if not self.full():
+            if not self.would_wait(0):
                 self._has_room.set()
             await self._deliver(items, count)
 
@@ -133,34 +180,64 @@ class SinkRunner:
                 return
 
     async def _deliver(self, items: list[_Item], count: int) -> None:
-        records: list[Record] = [record for item in items for record in item.records]
-        error = await self._write_with_retry(records)
-        if error is None:
-            self.written += count
-            if self.metrics is not None:
-                self.metrics.sink_written.labels(self.name).inc(count)
-        unacked = 0
+        records: list[Any] = [record for item in items for record in item.records]
+        outcome = await self._write_all(records, 0)
+        if isinstance(outcome, DeliveryFailed):
+            unacked = 0
+            for item in items:
+                if item.done is None:
+                    unacked += len(item.records)
+                elif not item.done.done():
+                    item.done.set_exception(outcome)
+            if unacked:  # fire-and-forget readings have no ack, so nobody can resend them
+                self._drop(unacked, "sink_failed_fire_and_forget")
+            return
+        refused = dict(outcome)
+        self.written += count - len(refused)
+        if self.metrics is not None:
+            self.metrics.sink_written.labels(self.name).inc(count - len(refused))
+        position = 0
         for item in items:
-            if item.done is None:
-                unacked += len(item.records)
-            elif not item.done.done():
-                if error is None:
-                    item.done.set_result(None)
-                else:
-                    item.done.set_exception(error)
-        if error is not None and unacked:
-            # Fire-and-forget readings have no ack, so nobody can resend them.
-            self.dropped += unacked
-            if self.metrics is not None:
-                self.metrics.drops.labels("sink_failed_fire_and_forget").inc(unacked)
-            log.error(
-                "readings_dropped",
-                sink=self.name,
-                readings=unacked,
-                reason="sink_failed_fire_and_forget",
+            size = len(item.records)
+            refusals = (
+                [
+                    (record, refused[position + i])
+                    for i, record in enumerate(item.records)
+                    if position + i in refused
+                ]
+                if refused
+                else []
             )
+            position += size
+            if item.done is None:
+                if refusals and self.on_refused is not None:
+                    self.on_refused(self, refusals)
+            elif not item.done.done():
+                item.done.set_result(refusals)
 
-    async def _write_with_retry(self, records: list[Record]) -> DeliveryFailed | None:
+    async def _write_all(
+        self, records: list[Any], offset: int
+    ) -> DeliveryFailed | list[tuple[int, str]]:
+        """Write ``records``; on a permanent error, bisect to the records the sink refuses."""
+        outcome = await self._write_with_retry(records)
+        if outcome is None:
+            return []
+        if isinstance(outcome, DeliveryFailed):
+            return outcome
+        if len(records) == 1:
+            return [(offset, f"sink {self.name}: {outcome}")]
+        middle = len(records) // 2
+        refused: list[tuple[int, str]] = []
+        for part, start in ((records[:middle], offset), (records[middle:], offset + middle)):
+            result = await self._write_all(part, start)
+            if isinstance(result, DeliveryFailed):
+                return result
+            refused += result
+        return refused
+
+    async def _write_with_retry(
+        self, records: list[Any]
+    ) -> DeliveryFailed | PermanentSinkError | None:
         deadline = time.monotonic() + self.retry_deadline
         attempt = 0
         while True:
@@ -171,13 +248,9 @@ class SinkRunner:
             except PermanentSinkError as exc:
                 self._count_failure("permanent")
                 log.error(
-                    "sink_write_failed",
-                    sink=self.name,
-                    readings=len(records),
-                    error=str(exc),
-                    permanent=True,
+                    "sink_write_refused", sink=self.name, readings=len(records), error=str(exc)
                 )
-                return DeliveryFailed(self.name, str(exc), permanent=True)
+                return exc
             except Exception as exc:  # any other failure is transient: retry
                 reason = str(exc) or type(exc).__name__
                 self._count_failure("transient")
@@ -191,9 +264,8 @@ class SinkRunner:
                         readings=len(records),
                         error=reason,
                         attempts=attempt,
-                        permanent=False,
                     )
-                    return DeliveryFailed(self.name, reason, permanent=False)
+                    return DeliveryFailed(self.name, reason)
                 log.warning(
                     "sink_write_retry",
                     sink=self.name,
@@ -221,6 +293,16 @@ class SinkRunner:
         if self.metrics is not None:
             self.metrics.sink_failures.labels(self.name, kind).inc()
 
+    def _drop(self, count: int, reason: str) -> None:
+        self.dropped += count
+        if self.metrics is not None:
+            self.metrics.drops.labels(reason).inc(count)
+        log.error("readings_dropped", sink=self.name, readings=count, reason=reason)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     async def close(self, timeout: float) -> None:
         """Write what is queued (up to ``timeout`` seconds), then close the sink."""
         self._closing = True
@@ -236,14 +318,32 @@ class SinkRunner:
 
 
 class Pipeline:
-    """Fans each batch out to every sink's runner; one future per batch for the ack."""
+    """Routes each batch to its sinks; one future per batch for the ack; dead letters."""
 
-    def __init__(self, runners: list[SinkRunner]) -> None:
+    def __init__(
+        self,
+        runners: list[SinkRunner],
+        *,
+        metrics: Metrics | None = None,
+        dead_letter_max_bytes: int = 4096,
+    ) -> None:
         self.runners = runners
+        self.reading_runners = [runner for runner in runners if not runner.dead_letter]
+        self.dead_letter_runners = [runner for runner in runners if runner.dead_letter]
+        self.metrics = metrics
+        self.dead_letter_max_bytes = dead_letter_max_bytes
+        for runner in self.reading_runners:
+            runner.on_refused = self._refused_loose
 
     @property
     def healthy(self) -> bool:
-        return all(runner.healthy for runner in self.runners)
+        """Every required sink's last write succeeded."""
+        return all(runner.healthy for runner in self.runners if runner.required)
+
+    @property
+    def queued(self) -> int:
+        """Readings waiting in the reading sinks' queues."""
+        return sum(runner.queued for runner in self.reading_runners)
 
     async def start(self) -> None:
         started: list[SinkRunner] = []
@@ -256,25 +356,68 @@ class Pipeline:
                 await runner.close(timeout=1.0)
             raise
 
-    async def submit(self, records: Sequence[Record]) -> asyncio.Future[list[None]]:
-        """Queue ``records`` on every sink; the result completes when all have written them.
+    def would_wait(self, records: Sequence[Record]) -> bool:
+        """True when :meth:`submit` would have to wait for room in some sink's queue."""
+        return any(runner.would_wait(len(records)) for runner in self.reading_runners)
+
+    async def submit(self, records: Sequence[Record]) -> asyncio.Future[list[list[Refusal]]]:
+        """Queue ``records`` on every sink they route to; the result completes when all have
+        written them, with each sink's refusals.
 
         Waits while a sink's queue is full (backpressure). The returned future fails with
-        :class:`DeliveryFailed` when a sink gave up on the records.
+        :class:`DeliveryFailed` when a sink gave up on the records for now.
         """
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[None]] = []
-        for runner in self.runners:
-            future: asyncio.Future[None] = loop.create_future()
-            await runner.put(records, future)
-            futures.append(future)
+        futures: list[asyncio.Future[list[Refusal]]] = []
+        for runner in self.reading_runners:
+            routed = runner.route(records)
+            if routed:
+                future: asyncio.Future[list[Refusal]] = loop.create_future()
+                await runner.put(routed, future)
+                futures.append(future)
         return asyncio.gather(*futures)
 
     async def submit_nowait_ack(self, records: Sequence[Record]) -> None:
-        """Queue fire-and-forget records: nobody waits for them, failures are logged."""
-        for runner in self.runners:
-            await runner.put(records, None)
+        """Queue fire-and-forget records: nobody waits for them, failures are counted."""
+        for runner in self.reading_runners:
+            routed = runner.route(records)
+            if routed:
+                await runner.put(routed, None)
+
+    def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
+        """Hand dead letters to the dead-letter sinks; never waits (dropped when full)."""
+        if not letters:
+            return
+        for runner in self.dead_letter_runners:
+            if runner.would_wait(len(letters)) or runner.closing:
+                runner._drop(len(letters), "dead_letter_queue_full")
+            else:
+                runner.put_nowait(letters, None)
+
+    def refusals_to_dead_letters(self, refusals: list[Refusal]) -> list[DeadLetter]:
+        """Dead letters for records a sink refused, carrying the sink's reason."""
+        now = datetime.now(UTC)
+        return [
+            DeadLetter.of(
+                record,
+                agent=record.agent,
+                reason=reason,
+                received_at=now,
+                max_bytes=self.dead_letter_max_bytes,
+                reading_id=record.id,
+            )
+            for record, reason in refusals
+        ]
+
+    def _refused_loose(self, runner: SinkRunner, refusals: list[Refusal]) -> None:
+        if self.metrics is not None:
+            self.metrics.drops.labels("sink_refused").inc(len(refusals))
+        self.dead_letter(self.refusals_to_dead_letters(refusals))
 
     async def close(self, timeout: float) -> None:
-        """Flush every sink (together, up to ``timeout`` seconds) and close them."""
-        await asyncio.gather(*(runner.close(timeout) for runner in self.runners))
+        """Flush every sink (up to ``timeout`` seconds) and close them: the reading sinks
+        together, then the dead-letter sinks, which their last refusals may still reach."""
+        deadline = time.monotonic() + timeout
+        await asyncio.gather(*(runner.close(timeout) for runner in self.reading_runners))
+        remaining = max(0.5, deadline - time.monotonic())
+        await asyncio.gather(*(runner.close(remaining) for runner in self.dead_letter_runners))

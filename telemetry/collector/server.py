@@ -41,8 +41,6 @@ class ListenError(OSError):
 class Collector:
     """Receives readings from agents and hands them to the sinks."""
 
-    retry_after_ms = 1000
-
     def __init__(self, config: CollectorConfig, sinks: list[Sink] | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
@@ -52,7 +50,9 @@ class Collector:
             [
                 SinkRunner(sink, cfg, self.metrics)
                 for sink, cfg in zip(built, config.sinks, strict=True)
-            ]
+            ],
+            metrics=self.metrics,
+            dead_letter_max_bytes=config.collector.dead_letter_max_bytes,
         )
         self.state: State = "starting"
         self.connections: dict[int, Connection] = {}

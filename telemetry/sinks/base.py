@@ -77,3 +77,57 @@ class Sink(Protocol):
     async def write(self, batch: Sequence[Record]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A reading the collector could not deliver: rejected by validation or refused by a sink.
+
+    Dead-letter sinks (``dead_letter = true``) receive these instead of :class:`Record`;
+    ``raw`` is the reading's JSON as received, cut to ``dead_letter_max_bytes``.
+    """
+
+    agent: str
+    reason: str
+    raw: str
+    received_at: datetime
+    id: str | None = None
+    truncated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dead_letter": True,
+            "id": self.id,
+            "agent": self.agent,
+            "reason": self.reason,
+            "raw": self.raw,
+            "truncated": self.truncated,
+            "received_at": format_timestamp(self.received_at),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def of(
+        cls,
+        raw: Any,
+        *,
+        agent: str,
+        reason: str,
+        received_at: datetime,
+        max_bytes: int,
+        reading_id: str | None = None,
+    ) -> DeadLetter:
+        """A dead letter for ``raw`` (decoded JSON, bytes, or a Record), size-bounded."""
+        if isinstance(raw, Record):
+            text = raw.to_json()
+        elif isinstance(raw, bytes | bytearray):
+            text = bytes(raw).decode("utf-8", errors="replace")
+        else:
+            text = json.dumps(raw, ensure_ascii=False, separators=(",", ":"), default=str)
+        data = text.encode("utf-8")
+        truncated = len(data) > max_bytes
+        if truncated:
+            text = data[:max_bytes].decode("utf-8", errors="ignore")
+        return cls(agent, reason, text, received_at, reading_id, truncated)

@@ -11,8 +11,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from telemetry.collector import Collector
 from telemetry.sinks.base import TransientSinkError
-from tests.support import RecordingSink, WireClient, frame, http_get, timeout
+from telemetry.sinks.jsonl import JsonlSink
+from tests.support import RecordingSink, WireClient, collector_config, frame, http_get, timeout
 
 
 def rows(path: Path) -> list[sqlite3.Row]:
@@ -393,3 +395,87 @@ async def test_metrics_parse_and_count_what_happened(start_collector):
     assert samples[("telemetry_sink_healthy", (("sink", "recording"),))] == 1
     assert samples[("telemetry_sink_write_seconds_count", (("sink", "recording"),))] == 1
     assert samples[("telemetry_ready", ())] == 1
+
+
+async def test_on_full_nack_answers_at_once_when_a_queue_is_full(start_collector):
+    """With on_full = "nack", a batch meeting a full sink queue is nacked with retry_after_ms."""
+    sink = RecordingSink()
+    sink.gate = asyncio.Event()
+    collector = await start_collector(
+        sinks=[sink],
+        sink_options={"queue_size": 2, "flush_interval": 0},
+        ingest={"on_full": "nack", "retry_after_ms": 250},
+    )
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello()
+    two = [{"sensor": "a", "value": 1}, {"sensor": "b", "value": 2}]
+    await client.send({"type": "batch", "seq": 0, "readings": two})  # taken by the worker
+    await asyncio.sleep(0.05)
+    await client.send({"type": "batch", "seq": 1, "readings": two})  # fills the queue
+    await client.send({"type": "batch", "seq": 2, "readings": two})  # no room: nack
+    nack = await client.recv()
+    assert (nack["type"], nack["seq"], nack["retry_after_ms"]) == ("nack", 2, 250)
+    sink.gate.set()
+    acks = sorted([(await client.recv())["seq"], (await client.recv())["seq"]])
+    assert acks == [0, 1]
+
+
+async def test_readings_a_sink_refuses_are_rejected_in_the_ack_and_dead_lettered(
+    start_collector, tmp_path
+):
+    """A permanent sink refusal rejects just that reading, with the sink's reason, and the
+    validation rejections and the refusal land in the dead-letter sink with their raw JSON."""
+    sink = RecordingSink()
+    sink.refuse = lambda record: record.value > 1e12
+    letters = tmp_path / "dead.jsonl"
+    config = collector_config(
+        tmp_path,
+        sinks=[
+            {"type": "null", "name": "recording"},
+            {"type": "jsonl", "name": "dead", "path": str(letters), "dead_letter": True},
+        ],
+    )
+    collector = Collector(config, sinks=[sink, JsonlSink(config.sinks[1])])
+    await collector.start()
+    try:
+        client = await WireClient.connect(collector.ingest_port)
+        await client.hello("dl")
+        await client.send(
+            {
+                "type": "batch",
+                "seq": 5,
+                "readings": [
+                    {"sensor": "ok", "value": 1},
+                    {"sensor": "huge", "value": 1e13},
+                    {"sensor": "bad", "value": "NaN-ish"},
+                ],
+            }
+        )
+        ack = await client.recv()
+        await client.send({"sensor": "loose", "value": [1]})  # fire-and-forget, invalid
+        await client.close()
+    finally:
+        await collector.shutdown()
+    assert ack["accepted"] == 1
+    rejected = {r["index"]: r["errors"] for r in ack["rejected"]}
+    assert rejected[1] == ["sink recording: value out of range for the backend"]
+    assert rejected[2][0].startswith("value:")
+    assert sink.ids == ["dl:5:0"]
+    lines = [json.loads(line) for line in letters.read_text().splitlines()]
+    by_id = {line["id"]: line for line in lines}
+    assert json.loads(by_id["dl:5:2"]["raw"]) == {"sensor": "bad", "value": "NaN-ish"}
+    assert by_id["dl:5:2"]["reason"].startswith("value:")
+    assert by_id["dl:5:1"]["reason"] == "sink recording: value out of range for the backend"
+    assert json.loads(by_id["dl:5:1"]["raw"])["sensor"] == "huge"
+    assert json.loads(by_id[None]["raw"]) == {"sensor": "loose", "value": [1]}
+    assert all(line["dead_letter"] for line in lines)
+
+
+async def test_max_connection_age_sends_goaway_to_rebalance(start_collector):
+    """A connection older than max_connection_age (+-10%) gets goaway and is closed."""
+    collector = await start_collector(sinks=[RecordingSink()], ingest={"max_connection_age": 0.3})
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello()
+    goaway = await client.recv(wait=2)
+    assert goaway == {"type": "goaway", "reason": "max_connection_age"}
+    assert await client.closed(wait=3)
