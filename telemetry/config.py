@@ -45,6 +45,8 @@ class CollectorSection(Strict):
     shutdown_timeout: float = Field(default=30.0, gt=0)
     #: Most bytes of a rejected reading's raw JSON kept in its dead letter.
     dead_letter_max_bytes: int = Field(default=4096, ge=0)
+    #: Seconds between two ``ledger`` log events (where every received reading is).
+    ledger_interval: float = Field(default=60.0, gt=0)
 
 
 class IngestConfig(Strict):

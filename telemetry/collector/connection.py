@@ -224,6 +224,7 @@ class Connection:
             except BadJson as exc:
                 if self.agent is None and _CONTROL.search(payload):
                     raise
+                self.collector.ledger.loose_received += 1
                 self._reject_loose(payload, ("payload: " + exc.detail,), ("bad_json",))
                 continue
             message = parse_client_message(obj)
@@ -268,6 +269,7 @@ class Connection:
         )
 
     def _loose_reading(self, raw: dict[str, Any]) -> Record | None:
+        self.collector.ledger.loose_received += 1
         now = datetime.now(UTC)
         try:
             reading = validate_reading(raw, self._context(now))
@@ -277,6 +279,7 @@ class Connection:
         return self._record(reading, None, now)
 
     def _reject_loose(self, raw: Any, errors: tuple[str, ...], kinds: tuple[str, ...]) -> None:
+        self.collector.ledger.loose_rejected += 1
         self._count_rejected(errors, kinds)
         log.warning("reading_rejected", errors=list(errors), fire_and_forget=True)
         self._dead_letter([(raw, errors, None)])
@@ -322,28 +325,32 @@ class Connection:
             raise ProtocolViolation(
                 f"batch of {len(batch.readings)} readings exceeds max_batch {self.config.max_batch}"
             )
+        ledger = self.collector.ledger
+        ledger.received += len(batch.readings)
         if self.config.on_full == "nack" and self.collector.pipeline.would_wait(batch.readings):
+            ledger.unacked += len(batch.readings)
             self._send_nack(batch.seq, "overloaded", "sink queue full")
             return
         now = datetime.now(UTC)
         accepted, rejected = validate_readings(batch.readings, self._context(now))
+        ledger.rejected += len(rejected)
         metrics = self.collector.metrics
         metrics.batches.inc()
         metrics.readings.labels("accepted").inc(len(accepted))
         for rejection in rejected:
             self._count_rejected(rejection.errors, rejection.kinds)
+            log.warning(
+                "reading_rejected",
+                seq=batch.seq,
+                index=rejection.index,
+                errors=list(rejection.errors),
+            )
         if rejected:
             self._dead_letter(
                 [
                     (batch.readings[r.index], r.errors, f"{self.agent}:{batch.seq}:{r.index}")
                     for r in rejected
                 ]
-            )
-            log.warning(
-                "reading_rejected",
-                seq=batch.seq,
-                index=rejection.index,
-                errors=list(rejection.errors),
             )
         if not accepted:
             self._send_ack(batch.seq, 0, rejected)
@@ -353,11 +360,14 @@ class Connection:
             for index, reading in accepted
         ]
         self.collector.live.accepted(self.conn_id, records)
+        ledger.pending += len(records)
         await self._window.acquire()
         try:
             done = await self.collector.pipeline.submit(records)
         except BaseException:
             self._window.release()
+            ledger.pending -= len(records)
+            ledger.unacked += len(records)
             raise
         task = asyncio.create_task(self._ack_when_done(batch.seq, len(records), rejected, done))
         self._inflight.add(task)
@@ -366,6 +376,8 @@ class Connection:
     async def _ack_when_done(
         self, seq: int, accepted: int, rejected: list[Rejection], done: asyncio.Future[Any]
     ) -> None:
+        ledger = self.collector.ledger
+        settled = False
         try:
             refusals_by_sink: list[list[Refusal]] = await done
         except DeliveryFailed as exc:
@@ -375,9 +387,15 @@ class Connection:
             refused = self._refused(refusals_by_sink)
             if refused:
                 rejected = sorted([*rejected, *refused.values()], key=lambda r: r.index)
-                accepted -= len(refused)
-            self._send_ack(seq, accepted, rejected)
+            ledger.pending -= accepted
+            ledger.acked += accepted - len(refused)
+            ledger.rejected += len(refused)
+            settled = True
+            self._send_ack(seq, accepted - len(refused), rejected)
         finally:
+            if not settled:  # nacked, or the connection went first: the agent resends
+                ledger.pending -= accepted
+                ledger.unacked += accepted
             self._window.release()
 
     def _refused(self, refusals_by_sink: list[list[Refusal]]) -> dict[int, Rejection]:

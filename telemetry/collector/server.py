@@ -20,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from telemetry.collector.connection import Connection
 from telemetry.collector.http import HttpServer
+from telemetry.collector.ledger import Ledger
 from telemetry.collector.live import LiveView
 from telemetry.collector.metrics import Metrics
 from telemetry.collector.pipeline import Pipeline, SinkRunner
@@ -44,6 +45,7 @@ class Collector:
     def __init__(self, config: CollectorConfig, sinks: list[Sink] | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
+        self.ledger = Ledger()
         self.live = LiveView()
         built = sinks if sinks is not None else [build_sink(c) for c in config.sinks]
         self.pipeline = Pipeline(
@@ -113,10 +115,14 @@ class Collector:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        ledger_task = asyncio.create_task(
+            self._log_ledger_every(self.config.collector.ledger_interval)
+        )
         try:
             assert self._stop is not None
             await self._stop.wait()
         finally:
+            ledger_task.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await self.shutdown()
@@ -148,19 +154,28 @@ class Collector:
         await self.pipeline.close(timeout=max(0.5, deadline - time.monotonic()))
         await self.http.stop()
         self.state = "stopped"
-        log.info("collector_stopped", **self.summary())
+        self.log_ledger()
+        log.info(
+            "collector_stopped",
+            connections=int(self.metrics.value("telemetry_connections_total", outcome="accepted")),
+            batches=int(self.metrics.value("telemetry_batches_total")),
+            acks=int(self.metrics.value("telemetry_acks_total")),
+        )
 
-    def summary(self) -> dict[str, int]:
-        """Totals since start, for the last log line."""
-        value = self.metrics.value
-        return {
-            "connections": int(value("telemetry_connections_total", outcome="accepted")),
-            "batches": int(value("telemetry_batches_total")),
-            "readings_accepted": int(value("telemetry_readings_total", outcome="accepted")),
-            "readings_rejected": int(value("telemetry_readings_total", outcome="rejected")),
-            "acks": int(value("telemetry_acks_total")),
-            "nacks": int(value("telemetry_nacks_total", reason="sink_unavailable")),
+    def log_ledger(self) -> None:
+        """One ``ledger`` event: where every reading received so far is, drops by reason."""
+        dropped = {
+            f"dropped_{sample.labels['reason']}": int(sample.value)
+            for family in self.metrics.drops.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
         }
+        log.info("ledger", balanced=self.ledger.balanced, **self.ledger.as_dict(), **dropped)
+
+    async def _log_ledger_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.log_ledger()
 
     def _live_gauges(self) -> Iterator[GaugeMetricFamily]:
         queued = GaugeMetricFamily(
@@ -174,6 +189,14 @@ class Collector:
         for runner in self.pipeline.runners:
             queued.add_metric([runner.name], runner.queued)
             healthy.add_metric([runner.name], 1 if runner.healthy else 0)
+        ledger = GaugeMetricFamily(
+            "telemetry_ledger_readings",
+            "Where the received readings are (see docs).",
+            labels=["state"],
+        )
+        for state, count in self.ledger.as_dict().items():
+            ledger.add_metric([state], count)
+        yield ledger
         ready = GaugeMetricFamily("telemetry_ready", "1 while serving with healthy sinks.")
         ready.add_metric([], 1 if self.ready else 0)
         yield queued

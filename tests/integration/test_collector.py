@@ -479,3 +479,40 @@ async def test_max_connection_age_sends_goaway_to_rebalance(start_collector):
     goaway = await client.recv(wait=2)
     assert goaway == {"type": "goaway", "reason": "max_connection_age"}
     assert await client.closed(wait=3)
+
+
+async def test_the_ledger_accounts_for_every_batch_reading(start_collector):
+    """received = acked + rejected + unacked + pending, through rejections, refusals, nacks."""
+    sink = RecordingSink()
+    sink.refuse = lambda record: record.sensor == "refused"
+    collector = await start_collector(sinks=[sink], sink_options={"retry_deadline": 0.1})
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello("ledger")
+    good = {"sensor": "ok", "value": 1}
+    await client.send(
+        {
+            "type": "batch",
+            "seq": 0,
+            "readings": [good, {"sensor": "refused", "value": 2}, {"value": 3}],
+        }
+    )
+    assert (await client.recv())["accepted"] == 1
+    sink.fail_always = TransientSinkError("down")
+    await client.send({"type": "batch", "seq": 1, "readings": [good, good]})
+    assert (await client.recv())["type"] == "nack"
+    sink.fail_always = None
+    await client.send({"sensor": "loose", "value": 1}, {"sensor": "loose"})
+    await client.send({"type": "batch", "seq": 2, "readings": [good]})
+    assert (await client.recv())["type"] == "ack"
+    ledger = collector.ledger
+    assert (ledger.received, ledger.acked, ledger.rejected, ledger.unacked, ledger.pending) == (
+        6,
+        2,
+        2,
+        2,
+        0,
+    )
+    assert (ledger.loose_received, ledger.loose_rejected) == (2, 1)
+    assert ledger.balanced
+    value = collector.metrics.value
+    assert value("telemetry_ledger_readings", state="acked") == 2
