@@ -47,6 +47,9 @@ class CollectorSection(Strict):
     dead_letter_max_bytes: int = Field(default=4096, ge=0)
     #: Seconds between two ``ledger`` log events (where every received reading is).
     ledger_interval: float = Field(default=60.0, gt=0)
+    #: Collector processes sharing the ingest port (SO_REUSEPORT), one per core is a good
+    #: start; ``telemetry collect --workers N`` overrides it.
+    workers: int = Field(default=1, ge=1)
 
 
 class IngestConfig(Strict):
@@ -54,6 +57,8 @@ class IngestConfig(Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_INGEST_PORT, ge=0, le=65535)
+    #: Bind with SO_REUSEPORT, so several collector processes can share the port.
+    reuse_port: bool = False
     max_connections: int = Field(default=10_000, ge=1)
     max_frame_bytes: int = Field(default=DEFAULT_MAX_FRAME_BYTES, ge=64)
     max_batch: int = Field(default=DEFAULT_MAX_BATCH, ge=1)

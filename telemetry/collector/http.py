@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from telemetry.collector.live_http import LiveRoutes
 from telemetry.collector.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ class HttpServer:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        LiveRoutes(self.collector).add_to(app)  # /, /live, /api/live, /api/tail
         return app
 
     async def start(self, host: str, port: int) -> None:

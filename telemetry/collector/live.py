@@ -3,18 +3,46 @@
 The connection code calls four hooks; they only update in-memory state and never block:
 :meth:`LiveView.agent_connected`, :meth:`LiveView.agent_disconnected`,
 :meth:`LiveView.accepted` (readings that went to the pipeline) and :meth:`LiveView.rejected`.
+
+How this works: :meth:`LiveView.accepted` is on the ingest hot path, so it does O(1) work per
+record: per agent a counter in one-second buckets (readings/s over the last
+:data:`RATE_WINDOW` seconds); per sensor the latest record and a history of one point per
+:data:`HISTORY_STEP` seconds (the last value in that step) over :data:`HISTORY_SECONDS`, for
+the sparklines; at most :data:`MAX_SENSORS` sensors are tracked, more are counted. Each
+``telemetry tail`` subscriber has a bounded queue: a record that matches its filter is
+appended, or dropped and counted for that subscriber when the queue is full. A slow
+subscriber never slows the collector; it only loses readings, and is told how many.
+Everything heavier (pruning, sorting, JSON) happens in :meth:`LiveView.snapshot`, when a
+page asks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from fnmatch import translate
+from typing import Any
 
+from telemetry.protocol.messages import format_timestamp
 from telemetry.sinks.base import Record
 
 MAX_REJECTIONS = 100
+#: Seconds of readings/s averaging per agent.
+RATE_WINDOW = 10
+#: Seconds of sparkline per sensor, and seconds per point.
+HISTORY_SECONDS = 600
+HISTORY_STEP = 5
+#: Sensors tracked at once; readings of further sensors are only counted.
+MAX_SENSORS = 5000
+#: Seconds after which a sensor that sent nothing is forgotten.
+SENSOR_TTL = 3600
+#: Default and largest queue of one tail subscriber (readings).
+TAIL_QUEUE = 10_000
+MAX_TAIL_QUEUE = 100_000
 
 
 @dataclass
@@ -27,6 +55,28 @@ class AgentInfo:
     connected_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)
     readings: int = 0
+    #: False for a fire-and-forget peer (no hello).
+    hello: bool = True
+    #: ``[second, readings]`` for the last seconds.
+    buckets: deque[list[int]] = field(default_factory=lambda: deque(maxlen=RATE_WINDOW + 1))
+
+    def count(self, readings: int, now: float) -> None:
+        """Add ``readings`` received at ``now``."""
+        self.readings += readings
+        self.last_seen = now
+        second = int(now)
+        buckets = self.buckets
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += readings
+        else:
+            buckets.append([second, readings])
+
+    def rate(self, now: float) -> float:
+        """Readings per second over the last :data:`RATE_WINDOW` seconds (or since connect)."""
+        first = int(now) - RATE_WINDOW + 1
+        total = sum(n for second, n in self.buckets if second >= first)
+        span = max(1.0, min(float(RATE_WINDOW), now - self.connected_at))
+        return total / span
 
 
 @dataclass
@@ -38,13 +88,114 @@ class Rejected:
     errors: tuple[str, ...]
 
 
+@dataclass(slots=True)
+class SensorState:
+    """The latest record of one sensor, and ``[step start, value]`` points of its history."""
+
+    last: Record
+    seen: float
+    history: deque[list[float]]
+
+
+def _glob(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    patterns = list(patterns)
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{translate(p)})" for p in patterns))
+
+
+class TailFilter:
+    """Which records a tail subscriber wants: sensor globs, agent globs, tag ``key=glob``.
+
+    Several sensor (or agent) globs match any of them; several tags must all match.
+    """
+
+    def __init__(
+        self,
+        sensors: Iterable[str] = (),
+        agents: Iterable[str] = (),
+        tags: Iterable[str] = (),
+    ) -> None:
+        self._sensor = _glob(sensors)
+        self._agent = _glob(agents)
+        self._tags: list[tuple[str, re.Pattern[str]]] = []
+        for tag in tags:
+            key, sep, value = tag.partition("=")
+            if not sep or not key:
+                raise ValueError(f"tag filter {tag!r} is not key=value")
+            pattern = _glob([value])
+            assert pattern is not None
+            self._tags.append((key, pattern))
+
+    def matches(self, record: Record) -> bool:
+        """True when ``record`` passes every part of the filter."""
+        if self._sensor is not None and not self._sensor.match(record.sensor):
+            return False
+        if self._agent is not None and not self._agent.match(record.agent):
+            return False
+        for key, pattern in self._tags:
+            value = record.tags.get(key)
+            if value is None or not pattern.match(value):
+                return False
+        return True
+
+
+class Subscription:
+    """One tail subscriber: its filter and its bounded queue of matching records."""
+
+    def __init__(self, tail_filter: TailFilter, maxsize: int = TAIL_QUEUE) -> None:
+        self.filter = tail_filter
+        self.maxsize = maxsize
+        self.queue: deque[Record] = deque()
+        #: Records that matched but found the queue full.
+        self.dropped = 0
+        self.closed = False
+        self._ready = asyncio.Event()
+
+    def offer(self, records: Sequence[Record]) -> None:
+        """Queue the matching ``records`` (hot path: never blocks, drops when full)."""
+        queue = self.queue
+        matches = self.filter.matches
+        added = False
+        for record in records:
+            if matches(record):
+                if len(queue) < self.maxsize:
+                    queue.append(record)
+                    added = True
+                else:
+                    self.dropped += 1
+        if added:
+            self._ready.set()
+
+    async def get(self) -> list[Record]:
+        """Wait for records (or :meth:`close`); return and remove everything queued."""
+        while not self.queue and not self.closed:
+            self._ready.clear()
+            await self._ready.wait()
+        records = list(self.queue)
+        self.queue.clear()
+        return records
+
+    def close(self) -> None:
+        """Wake the reader for the last time: :meth:`get` returns what is left, then ``[]``."""
+        self.closed = True
+        self._ready.set()
+
+
 class LiveView:
     """In-memory state of connected agents, latest values and recent rejections."""
 
     def __init__(self) -> None:
         self.agents: dict[int, AgentInfo] = {}
-        self.latest: dict[str, Record] = {}
+        self.sensors: dict[str, SensorState] = {}
         self.rejections: deque[Rejected] = deque(maxlen=MAX_REJECTIONS)
+        self.rejected_total = 0
+        #: Readings of sensors beyond :data:`MAX_SENSORS`, not shown.
+        self.untracked = 0
+        self.subscriptions: set[Subscription] = set()
+        self._points = HISTORY_SECONDS // HISTORY_STEP
+
+    # --- hooks (hot path) -------------------------------------------------------------------
 
     def agent_connected(self, conn_id: int, agent: str, peer: str) -> None:
         self.agents[conn_id] = AgentInfo(conn_id, agent, peer)
@@ -53,13 +204,123 @@ class LiveView:
         self.agents.pop(conn_id, None)
 
     def accepted(self, conn_id: int, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        now = time.time()
         info = self.agents.get(conn_id)
-        if info is not None:
-            info.readings += len(records)
-            info.last_seen = time.time()
-        latest = self.latest
+        if info is None:  # a fire-and-forget peer: shown while its connection is open
+            peer = records[0].agent
+            info = self.agents[conn_id] = AgentInfo(conn_id, peer, peer, hello=False)
+        info.count(len(records), now)
+        step = now - now % HISTORY_STEP
+        sensors = self.sensors
         for record in records:
-            latest[record.sensor] = record
+            state = sensors.get(record.sensor)
+            if state is None:
+                if len(sensors) >= MAX_SENSORS:
+                    self.untracked += 1
+                    continue
+                state = sensors[record.sensor] = SensorState(
+                    record, now, deque(maxlen=self._points)
+                )
+            state.last = record
+            state.seen = now
+            history = state.history
+            if history and history[-1][0] == step:
+                history[-1][1] = record.value
+            else:
+                history.append([step, record.value])
+        for subscription in self.subscriptions:
+            subscription.offer(records)
 
     def rejected(self, conn_id: int, agent: str, errors: Sequence[str]) -> None:
+        self.rejected_total += 1
         self.rejections.append(Rejected(time.time(), agent, tuple(errors)))
+
+    # --- readers ----------------------------------------------------------------------------
+
+    @property
+    def latest(self) -> dict[str, Record]:
+        """The latest record of every tracked sensor."""
+        return {name: state.last for name, state in self.sensors.items()}
+
+    def subscribe(self, tail_filter: TailFilter, maxsize: int = TAIL_QUEUE) -> Subscription:
+        """A new tail subscriber; call :meth:`unsubscribe` when it goes."""
+        subscription = Subscription(tail_filter, max(1, min(maxsize, MAX_TAIL_QUEUE)))
+        self.subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop feeding ``subscription``."""
+        self.subscriptions.discard(subscription)
+        subscription.close()
+
+    def close_subscriptions(self) -> None:
+        """End every tail stream (the collector is stopping)."""
+        for subscription in list(self.subscriptions):
+            self.unsubscribe(subscription)
+
+    def snapshot(
+        self,
+        open_connections: Collection[int] | None = None,
+        *,
+        sensor_glob: str | None = None,
+        limit: int = 500,
+        now: float | None = None,
+    ) -> dict[str, Any]:
+        """A JSON-ready picture of agents, sensors (with history) and rejections.
+
+        ``open_connections`` (the collector's connection ids) prunes fire-and-forget peers
+        that left; sensors silent for :data:`SENSOR_TTL` seconds are forgotten here.
+        """
+        now = time.time() if now is None else now
+        if open_connections is not None:
+            for conn_id in [c for c in self.agents if c not in open_connections]:
+                del self.agents[conn_id]
+        for name in [n for n, s in self.sensors.items() if now - s.seen > SENSOR_TTL]:
+            del self.sensors[name]
+        agents = [
+            {
+                "agent": info.agent,
+                "peer": info.peer,
+                "hello": info.hello,
+                "connected_at": info.connected_at,
+                "last_seen": info.last_seen,
+                "readings": info.readings,
+                "rate": round(info.rate(now), 2),
+            }
+            for info in sorted(self.agents.values(), key=lambda i: (i.agent, i.conn_id))
+        ]
+        pattern = _glob([sensor_glob]) if sensor_glob else None
+        names = sorted(n for n in self.sensors if pattern is None or pattern.match(n))
+        sensors = []
+        for name in names[:limit]:
+            state = self.sensors[name]
+            record = state.last
+            sensors.append(
+                {
+                    "sensor": name,
+                    "agent": record.agent,
+                    "metric": record.metric,
+                    "value": record.value,
+                    "unit": record.unit,
+                    "ts": format_timestamp(record.ts),
+                    "seen": state.seen,
+                    "tags": record.tags,
+                    "history": [[t, v] for t, v in state.history if t >= now - HISTORY_SECONDS],
+                }
+            )
+        return {
+            "now": now,
+            "history_seconds": HISTORY_SECONDS,
+            "agents": agents,
+            "sensors": sensors,
+            "sensors_total": len(names),
+            "sensors_untracked_readings": self.untracked,
+            "rejected_total": self.rejected_total,
+            "rejections": [
+                {"at": r.at, "agent": r.agent, "errors": list(r.errors)}
+                for r in reversed(self.rejections)
+            ],
+            "tail_subscribers": len(self.subscriptions),
+        }

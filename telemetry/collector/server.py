@@ -13,7 +13,7 @@ import asyncio
 import errno
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 from prometheus_client.core import GaugeMetricFamily
@@ -75,7 +75,12 @@ class Collector:
         ingest = self.config.ingest
         try:
             self._server = await asyncio.start_server(
-                self._accept, ingest.host, ingest.port, reuse_address=True, backlog=1024
+                self._accept,
+                ingest.host,
+                ingest.port,
+                reuse_address=True,
+                reuse_port=ingest.reuse_port or None,
+                backlog=1024,
             )
             self.ingest_port = self._server.sockets[0].getsockname()[1]
             if self.config.http.enabled:
@@ -109,9 +114,14 @@ class Collector:
         if self._stop is not None:
             self._stop.set()
 
-    async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT or :meth:`request_stop`, then drain."""
+    async def run(self, on_started: Callable[[], None] | None = None) -> None:
+        """Start, serve until SIGTERM/SIGINT or :meth:`request_stop`, then drain.
+
+        ``on_started`` runs once the listeners are up (the CLI tunes the GC there).
+        """
         await self.start()
+        if on_started is not None:
+            on_started()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)

@@ -11,12 +11,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from telemetry.agent import send_once
+from telemetry.config import AgentSection
 from tests.support import WireClient, timeout
 
 COMMAND = [sys.executable, "-m", "telemetry.cli"]
@@ -308,3 +312,71 @@ def test_send_delivers_one_reading_or_explains_the_rejection(collector_process):
     collector_process.stop()
     rows = collector_process.rows()
     assert [(r[1], r[2], r[3], r[4]) for r in rows] == [("cron", "shed/door", 1.5, "°C")]
+
+
+def test_workers_share_the_port_and_drain_together(tmp_path):
+    """--workers 2: connections spread over both, /metrics labels each worker, SIGTERM exits 0."""
+    port, http_port = free_port(), free_port()
+    db = tmp_path / "w.db"
+    config = tmp_path / "w.toml"
+    config.write_text(
+        f"[ingest]\nport = {port}\n[http]\nport = {http_port}\n"
+        f'[[sinks]]\ntype = "sqlite"\npath = "{db}"\n'
+    )
+    log = tmp_path / "w.log"
+    proc = subprocess.Popen(
+        [*COMMAND, "collect", "--config", str(config), "--workers", "2"],
+        stderr=log.open("wb"),
+        env=env(),
+    )
+    try:
+        deadline = time.monotonic() + timeout(30)
+        while True:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "workers did not become ready"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+
+        async def send_twelve() -> None:
+            for n in range(12):  # one connection each: the kernel spreads them over workers
+                section = AgentSection(id=f"a{n}", endpoints=[f"127.0.0.1:{port}"])
+                ack = await send_once(section, [{"sensor": "s", "value": n}], timeout(10))
+                assert ack.accepted == 1
+
+        asyncio.run(send_twelve())
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        acks = {
+            sample.labels["worker"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "telemetry_acks_total"
+        }
+        assert set(acks) == {"0", "1"}
+        assert sum(acks.values()) == 12
+        assert all(count > 0 for count in acks.values()), acks
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout(30)) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    database = sqlite3.connect(db)
+    assert database.execute("SELECT count(DISTINCT id) FROM readings").fetchone()[0] == 12
+
+
+def test_workers_fail_together_when_the_port_is_busy(tmp_path):
+    """A busy ingest port stops the whole worker group with a non-zero status."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        config = tmp_path / "w.toml"
+        config.write_text(
+            f"[ingest]\nport = {busy.getsockname()[1]}\n[http]\nport = {free_port()}\n"
+            f'[[sinks]]\ntype = "null"\n'
+        )
+        result = run_cli("collect", "--config", str(config), "--workers", "2")
+    assert result.returncode != 0
+    assert "address already in use" in result.stderr

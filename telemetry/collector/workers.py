@@ -1,0 +1,289 @@
+"""``telemetry collect --workers N``: N collector processes sharing one ingest port.
+
+How this works: the process the user started becomes a supervisor. It starts N workers, each
+a whole collector (``telemetry collect`` with environment overrides) whose ingest listener
+binds the same port with ``SO_REUSEPORT``, so the kernel spreads new connections over the
+workers and every core does its share. Each worker's HTTP side port is private (127.0.0.1,
+a port chosen by the supervisor). The supervisor serves the configured HTTP port:
+
+- ``/healthz``: 200 while every worker process is alive;
+- ``/readyz``: 200 while every worker is ready (each is asked);
+- ``/metrics``: every worker's metrics, each sample labelled ``worker="<i>"``;
+- anything else (the live view): passed to worker 0.
+
+SIGTERM/SIGINT are forwarded to every worker, which drains as a single collector does; the
+supervisor exits 0 when every worker did. A worker that dies after start-up is restarted after
+a short backoff; one that fails during start-up (a busy port, a sink that cannot start) stops
+the whole collector with its exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector as PromCollector
+
+from telemetry.collector.metrics import CONTENT_TYPE
+from telemetry.config import CollectorConfig
+from telemetry.log import get_logger
+
+log = get_logger("telemetry.workers")
+
+#: Set in a worker's environment: its index, bound into its log lines as ``worker``.
+WORKER_ENV = "TELEMETRY_WORKER_INDEX"
+STARTUP_TIMEOUT = 30.0
+RESTART_DELAY = 1.0
+
+
+def free_port(host: str) -> int:
+    """A port the kernel considers free now (a worker binds it a moment later)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Worker:
+    """One collector process of the group."""
+
+    def __init__(self, index: int, http_port: int) -> None:
+        self.index = index
+        self.http_port = http_port
+        self.process: asyncio.subprocess.Process | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+
+class _WorkerMetrics(PromCollector):
+    """Re-exports the metrics text of every worker with a ``worker`` label."""
+
+    def __init__(self) -> None:
+        self.texts: dict[int, str] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for index, text in sorted(self.texts.items()):
+            for family in text_string_to_metric_families(text):
+                out = merged.get(family.name)
+                if out is None:
+                    out = merged[family.name] = Metric(
+                        family.name, family.documentation, family.type, family.unit
+                    )
+                for sample in family.samples:
+                    out.add_sample(
+                        sample.name, {**sample.labels, "worker": str(index)}, sample.value
+                    )
+        yield from merged.values()
+
+
+class Supervisor:
+    """Starts, watches and stops the worker processes; serves the public HTTP port."""
+
+    def __init__(self, config: CollectorConfig, config_path: Path | None, workers: int) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.ingest_port = config.ingest.port or free_port(config.ingest.host)
+        self.workers = [Worker(i, free_port("127.0.0.1")) for i in range(workers)]
+        self.stopping = False
+        self._metrics = _WorkerMetrics()
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(self._metrics)
+        self._http: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def _command(self) -> list[str]:
+        command = [sys.executable, "-m", "telemetry.cli", "collect"]
+        if self.config_path is not None:
+            command += ["--config", str(self.config_path)]
+        return command
+
+    def _environment(self, worker: Worker) -> dict[str, str]:
+        return {
+            **os.environ,
+            WORKER_ENV: str(worker.index),
+            "TELEMETRY_INGEST__PORT": str(self.ingest_port),
+            "TELEMETRY_INGEST__REUSE_PORT": "true",
+            "TELEMETRY_HTTP__ENABLED": "true",
+            "TELEMETRY_HTTP__HOST": "127.0.0.1",
+            "TELEMETRY_HTTP__PORT": str(worker.http_port),
+            "TELEMETRY_COLLECTOR__ID": f"{self.config.collector.id}-w{worker.index}",
+        }
+
+    async def _spawn(self, worker: Worker) -> None:
+        worker.process = await asyncio.create_subprocess_exec(
+            *self._command(), env=self._environment(worker)
+        )
+        log.info("worker_started", worker=worker.index, pid=worker.process.pid)
+
+    async def _wait_ready(self, worker: Worker) -> bool:
+        """Poll the worker's /readyz until 200; False if it exits first or times out."""
+        assert self._session is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STARTUP_TIMEOUT
+        delay = 0.02
+        while loop.time() < deadline:
+            if not worker.alive:
+                return False
+            try:
+                async with self._session.get(f"{worker.base_url}/readyz") as resp:
+                    if resp.status == 200:
+                        return True
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(delay)  # a child process has no event to wait on here
+            delay = min(delay * 2, 0.5)
+        return False
+
+    async def run(self) -> int:
+        """Run the group until a signal; the exit status of the collector."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        try:
+            await asyncio.gather(*(self._spawn(w) for w in self.workers))
+            ready = await asyncio.gather(*(self._wait_ready(w) for w in self.workers))
+            if not all(ready):
+                failed = [w.index for w, ok in zip(self.workers, ready, strict=True) if not ok]
+                log.error("worker_start_failed", workers=failed)
+                return await self._stop_all() or 1
+            await self._start_http()
+            log.info(
+                "collector_started",
+                workers=len(self.workers),
+                ingest=f"{self.config.ingest.host}:{self.ingest_port}",
+                http=f"{self.config.http.host}:{self.config.http.port}",
+            )
+            watchers = [asyncio.create_task(self._watch(w)) for w in self.workers]
+            await stop.wait()
+            log.info("drain_started", workers=len(self.workers))
+            self.stopping = True
+            for task in watchers:
+                task.cancel()
+            return await self._stop_all()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            if self._http is not None:
+                await self._http.cleanup()
+            await self._session.close()
+
+    async def _watch(self, worker: Worker) -> None:
+        """Restart the worker when it dies outside a shutdown."""
+        while True:
+            assert worker.process is not None
+            code = await worker.process.wait()
+            if self.stopping:
+                return
+            log.error("worker_exited", worker=worker.index, status=code, restart_in=RESTART_DELAY)
+            await asyncio.sleep(RESTART_DELAY)
+            await self._spawn(worker)
+
+    async def _stop_all(self) -> int:
+        """SIGTERM every worker, wait for their drains; 0 when every one exited 0."""
+        self.stopping = True
+        timeout = self.config.collector.shutdown_timeout + 5
+        for worker in self.workers:
+            if worker.alive and worker.process is not None:
+                worker.process.send_signal(signal.SIGTERM)
+        codes: list[int] = []
+        for worker in self.workers:
+            if worker.process is None:
+                continue
+            try:
+                codes.append(await asyncio.wait_for(worker.process.wait(), timeout))
+            except TimeoutError:
+                log.error("worker_kill", worker=worker.index, after=timeout)
+                worker.process.kill()
+                codes.append(await worker.process.wait())
+        status = next((code for code in codes if code != 0), 0)
+        log.info("collector_stopped", workers=len(self.workers), status=status)
+        return status
+
+    # --- the public HTTP port ---------------------------------------------------------------
+
+    async def _start_http(self) -> None:
+        if not self.config.http.enabled:
+            return
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics_handler)
+        app.router.add_route("GET", "/{tail:.*}", self._to_worker_0)
+        self._http = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._http.setup()
+        site = web.TCPSite(self._http, self.config.http.host, self.config.http.port)
+        await site.start()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        alive = {str(w.index): w.alive for w in self.workers}
+        ok = all(alive.values())
+        return web.json_response(
+            {"status": "ok" if ok else "degraded", "workers": alive}, status=200 if ok else 503
+        )
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        async def ready(worker: Worker) -> bool:
+            assert self._session is not None
+            try:
+                async with self._session.get(f"{worker.base_url}/readyz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        answers = await asyncio.gather(*(ready(w) for w in self.workers))
+        workers = {str(w.index): ok for w, ok in zip(self.workers, answers, strict=True)}
+        is_ready = all(answers) and not self.stopping
+        state = "draining" if self.stopping else "serving"
+        return web.json_response(
+            {"ready": is_ready, "state": state, "workers": workers}, status=200 if is_ready else 503
+        )
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        async def fetch(worker: Worker) -> tuple[int, str | None]:
+            assert self._session is not None
+            try:
+                async with self._session.get(f"{worker.base_url}/metrics") as resp:
+                    return worker.index, await resp.text()
+            except aiohttp.ClientError:
+                return worker.index, None
+
+        texts = await asyncio.gather(*(fetch(w) for w in self.workers))
+        self._metrics.texts = {index: text for index, text in texts if text is not None}
+        body = generate_latest(self._registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def _to_worker_0(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        url = f"{self.workers[0].base_url}{request.rel_url}"
+        try:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as up:
+                response = web.StreamResponse(status=up.status)
+                content_type = up.headers.get("Content-Type")
+                if content_type:
+                    response.headers["Content-Type"] = content_type
+                await response.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except aiohttp.ClientError:
+            return web.json_response({"error": "worker 0 unavailable"}, status=502)
