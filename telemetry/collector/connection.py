@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from pydantic import ValidationError
 
 from telemetry.collector.pipeline import DeliveryFailed, Refusal
 from telemetry.log import get_logger
@@ -46,7 +45,6 @@ from telemetry.protocol import (
     decode_json,
     encode_frame,
     parse_client_message,
-    validate_reading,
     validate_readings,
     validation_context,
 )
@@ -54,8 +52,6 @@ from telemetry.protocol.errors import BadJson
 from telemetry.protocol.messages import (
     PROTOCOL_VERSION,
     Rejection,
-    describe_errors,
-    error_kinds,
 )
 from telemetry.sinks.base import DeadLetter, Record
 
@@ -214,33 +210,34 @@ class Connection:
     # --- frames -----------------------------------------------------------------------------
 
     async def _handle_frames(self, frames: list[bytes]) -> None:
-        loose: list[Record] = []  # fire-and-forget readings of these frames, queued together
         self.collector.metrics.frames.inc(len(frames))
-        for payload in frames:
-            if not payload:
-                continue  # heartbeat
-            try:
-                obj = decode_json(payload)
-            except BadJson as exc:
-                if self.agent is None and _CONTROL.search(payload):
-                    raise
-                self.collector.ledger.loose_received += 1
-                self._reject_loose(payload, ("payload: " + exc.detail,), ("bad_json",))
-                continue
-            message = parse_client_message(obj)
-            if isinstance(message, dict):
-                record = self._loose_reading(message)
-                if record is not None:
-                    loose.append(record)
-            elif isinstance(message, Batch):
-                if loose:
+        loose: list[Any] = []  # fire-and-forget readings in a row, validated in one call
+        try:
+            for payload in frames:
+                if not payload:
+                    continue  # heartbeat
+                try:
+                    obj = decode_json(payload)
+                except BadJson as exc:
+                    if self.agent is None and _CONTROL.search(payload):
+                        raise
+                    self.collector.ledger.loose_received += 1
+                    self._reject_loose(payload, ("payload: " + exc.detail,), ("bad_json",))
+                    continue
+                message = parse_client_message(obj)
+                if isinstance(message, dict):
+                    loose.append(message)
+                    continue
+                if loose:  # keep the order: what came before this message goes first
                     await self._submit_loose(loose)
                     loose = []
-                await self._handle_batch(message)
-            else:
-                self._handle_hello(message)
-        if loose:
-            await self._submit_loose(loose)
+                if isinstance(message, Batch):
+                    await self._handle_batch(message)
+                else:
+                    self._handle_hello(message)
+        finally:
+            if loose:  # also when a later frame broke the connection: these were whole
+                await self._submit_loose(loose)
 
     def _handle_hello(self, hello: Hello) -> None:
         if self.agent is not None:
@@ -267,16 +264,6 @@ class Connection:
                 window=self.config.window,
             ).encode()
         )
-
-    def _loose_reading(self, raw: dict[str, Any]) -> Record | None:
-        self.collector.ledger.loose_received += 1
-        now = datetime.now(UTC)
-        try:
-            reading = validate_reading(raw, self._context(now))
-        except ValidationError as exc:
-            self._reject_loose(raw, describe_errors(exc), error_kinds(exc))
-            return None
-        return self._record(reading, None, now)
 
     def _reject_loose(self, raw: Any, errors: tuple[str, ...], kinds: tuple[str, ...]) -> None:
         self.collector.ledger.loose_rejected += 1
@@ -313,7 +300,16 @@ class Connection:
             metrics.rejections.labels(kind).inc()
         self.collector.live.rejected(self.conn_id, self.agent or self.peer, errors)
 
-    async def _submit_loose(self, records: list[Record]) -> None:
+    async def _submit_loose(self, raws: list[Any]) -> None:
+        """Validate fire-and-forget readings together and queue the good ones."""
+        self.collector.ledger.loose_received += len(raws)
+        now = datetime.now(UTC)
+        accepted, rejected = validate_readings(raws, self._context(now))
+        for rejection in rejected:
+            self._reject_loose(raws[rejection.index], rejection.errors, rejection.kinds)
+        if not accepted:
+            return
+        records = [self._record(reading, None, now) for _, reading in accepted]
         self.collector.metrics.readings.labels("accepted").inc(len(records))
         self.collector.live.accepted(self.conn_id, records)
         await self.collector.pipeline.submit_nowait_ack(records)

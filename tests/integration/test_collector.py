@@ -149,6 +149,19 @@ async def test_frames_before_a_broken_header_are_delivered(start_collector):
     assert [r.sensor for r in sink.records] == ["before"]
 
 
+async def test_readings_before_a_fatal_message_are_delivered(start_collector):
+    """Readings that precede a fatal message (not an object) in the same read are kept."""
+    sink = RecordingSink()
+    collector = await start_collector(sinks=[sink])
+    client = await WireClient.connect(collector.ingest_port)
+    await client.send_raw(
+        frame({"sensor": "one", "value": 1}) + frame({"sensor": "two", "value": 2}) + frame([3])
+    )
+    assert (await client.recv())["code"] == "not_an_object"
+    await collector.shutdown()
+    assert [r.sensor for r in sink.records] == ["one", "two"]
+
+
 async def test_bad_fire_and_forget_payloads_skip_one_frame(start_collector):
     """Bad JSON or an invalid bare reading is counted and skipped; the connection goes on."""
     sink = RecordingSink()
