@@ -1,30 +1,45 @@
-# Two commands from a fresh clone (Python 3.11+ as python3):
+# Two commands from a fresh clone (Python 3.11+ as python3, root for the system packages):
 #   make demo   set up, then run the collector on SQLite with a simulated agent
-#   make test   set up, then run lint, type checks and every test
+#   make test   set up, then run everything CI runs: lint, types, every test, the container check
+# Quicker loops while working: make pytest, make lint, make container-check.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test pytest lint setup system-deps container-check clean
 
-$(BIN)/telemetry: pyproject.toml
+$(BIN)/telemetry: pyproject.toml examples/telemetry-sink-example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,all]'
+	$(BIN)/python -m pip install --quiet -e examples/telemetry-sink-example
 	touch $@
 
 setup: $(BIN)/telemetry
+
+# Headless Chromium for the live view's browser test (Debian packages).
+system-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  $(SUDO) apt-get install -y -qq -o DPkg::Lock::Timeout=300 chromium chromium-driver; }
 
 demo: setup
 	./scripts/demo.sh
 
 lint: setup
-	$(BIN)/ruff check telemetry tests
-	$(BIN)/ruff format --check telemetry tests
+	$(BIN)/ruff check telemetry tests benchmarks
+	$(BIN)/ruff format --check telemetry tests benchmarks
 	$(BIN)/mypy --strict telemetry
 
-test: lint
+pytest: setup system-deps
 	$(BIN)/pytest
 
+# Builds the Dockerfile with podman and runs the compose stack (docs/deploy.md); needs root.
+container-check:
+	bash .ci/container-check.sh
+
+test: lint pytest container-check
+
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis .ci/.cache

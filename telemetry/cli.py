@@ -16,6 +16,7 @@ import structlog
 from pydantic import ValidationError
 
 from telemetry.config import (
+    DEFAULT_HTTP_PORT,
     AgentConfig,
     AgentSection,
     CollectorConfig,
@@ -83,9 +84,48 @@ def _tune_gc() -> None:
 def cmd_agent(args: argparse.Namespace) -> int:
     from telemetry.agent import run_agent
 
-    config = load_config(AgentConfig, args.config)
+    config = _agent_config(args)
     configure_logging(config.log.level, config.log.format)
+    if not config.sources:
+        return _fail(
+            "no sources: give --source system (or simulated, stdin), or a --config file "
+            "with [[sources]]",
+            2,
+        )
     return run_async(lambda: run_agent(config))
+
+
+def _agent_config(args: argparse.Namespace) -> AgentConfig:
+    """The agent config file (or the defaults) with the command line's overrides applied.
+
+    ``--source`` replaces the file's ``[[sources]]``; ``--endpoint`` its endpoints.
+    """
+    from pydantic import TypeAdapter
+
+    from telemetry.config import SourceConfig
+
+    config = load_config(AgentConfig, args.config)
+    agent_updates: dict[str, Any] = {}
+    if args.endpoint:
+        agent_updates["endpoints"] = args.endpoint
+    if args.agent_id:
+        agent_updates["id"] = args.agent_id
+    if args.token:
+        agent_updates["token"] = args.token
+    updates: dict[str, Any] = {}
+    try:
+        if agent_updates:
+            updates["agent"] = AgentSection.model_validate(
+                {**config.agent.model_dump(), **agent_updates}
+            )
+        if args.source:
+            extra = {"interval": args.interval} if args.interval is not None else {}
+            updates["sources"] = TypeAdapter(list[SourceConfig]).validate_python(
+                [{"type": kind, **(extra if kind != "stdin" else {})} for kind in args.source]
+            )
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, None)) from None
+    return config.model_copy(update=updates) if updates else config
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -141,6 +181,92 @@ def _split_tag(tag: str) -> tuple[str, str]:
     if not sep or not key:
         raise ConfigError(f"--tag {tag!r} is not key=value")
     return key, value
+
+
+def cmd_spool_status(args: argparse.Namespace) -> int:
+    from telemetry.agent.disk_spool import SpoolError, read_status
+
+    path = args.path
+    if path is None:
+        spool = load_config(AgentConfig, args.config).spool
+        if spool.path is None:
+            where = args.config or "the default agent config"
+            return _fail(f"{where} has no [spool] path: its spool is in memory, nothing to show")
+        path = spool.path
+    try:
+        status = read_status(path)
+    except SpoolError as exc:
+        return _fail(str(exc))
+    if args.json:
+        print(json.dumps(status.as_dict(), indent=2))
+        return 0
+    age = status.oldest_age()
+    dropped = ", ".join(f"{k} {v}" for k, v in sorted(status.dropped_by_reason.items()))
+    rows = [
+        ("spool", status.path),
+        ("pending batches", str(status.pending_batches)),
+        ("pending readings", str(status.pending_readings)),
+        ("oldest", "-" if age is None else f"{age:.1f} s ago"),
+        ("bytes", f"{status.bytes} (file {status.file_bytes})"),
+        ("dropped", f"{status.dropped}" + (f" ({dropped})" if dropped else "")),
+        ("next seq", str(status.next_seq)),
+        ("spooled", str(status.spooled)),
+        ("acked", str(status.acked)),
+        ("rejected", str(status.rejected)),
+    ]
+    for name, value in rows:
+        print(f"{name + ':':<18} {value}")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from telemetry.tail import tail
+
+    for tag in args.tag or []:
+        _split_tag(tag)
+    json_lines = True if args.json else None
+    return run_async(
+        lambda: tail(
+            args.url,
+            sensors=args.sensor or [],
+            agents=args.agent or [],
+            tags=args.tag or [],
+            count=args.count,
+            json_lines=json_lines,
+        )
+    )
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from telemetry.bench import BenchError, BenchOptions, run_bench
+    from telemetry.config import parse_endpoint
+
+    readings = args.readings
+    if readings is None and args.duration is None:
+        readings = 100_000
+    try:
+        host, port = parse_endpoint(args.endpoint)
+        opts = BenchOptions(
+            host=host,
+            port=port,
+            connections=args.connections,
+            readings=readings,
+            batch=args.batch,
+            rate=args.rate,
+            duration=args.duration,
+            window=args.window,
+            agent_prefix=args.agent_prefix,
+            token=args.token,
+            timeout=args.timeout,
+        )
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    try:
+        result = run_async(lambda: run_bench(opts))
+    except BenchError as exc:
+        return _fail(str(exc))
+    print(json.dumps(result.as_dict()) if args.json else result.format())
+    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -213,6 +339,23 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     agent.add_argument("--config", "-c", type=Path, help="agent TOML file")
+    agent.add_argument(
+        "--source",
+        action="append",
+        choices=["system", "simulated", "stdin"],
+        help="a source with its defaults (repeatable; replaces the config's [[sources]])",
+    )
+    agent.add_argument(
+        "--interval", type=float, help="seconds between samples of the --source sources"
+    )
+    agent.add_argument(
+        "--endpoint",
+        "-e",
+        action="append",
+        help="collector host:port (repeatable; replaces agent.endpoints)",
+    )
+    agent.add_argument("--id", dest="agent_id", help="agent id (default: the host name)")
+    agent.add_argument("--token", help="hello token, if the collector requires one")
     agent.set_defaults(func=cmd_agent)
 
     send = sub.add_parser(
@@ -241,6 +384,117 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--json", help="the whole reading as a JSON object ('-' reads stdin)")
     send.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
     send.set_defaults(func=cmd_send)
+
+    spool = sub.add_parser(
+        "spool",
+        help="inspect an agent's disk spool",
+        description="Inspect an agent's disk spool ([spool] path). Safe while the agent runs.",
+        epilog=EPILOG,
+    )
+    spool_sub = spool.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
+    status = spool_sub.add_parser(
+        "status",
+        help="pending batches and readings, oldest age, bytes, dropped counts, next seq",
+        description="Print what the spool holds: pending batches and readings, the age of the "
+        "oldest, bytes, readings dropped by reason, the next seq and the ledger counters.",
+        epilog=EPILOG,
+    )
+    source = status.add_mutually_exclusive_group()
+    source.add_argument("--config", "-c", type=Path, help="agent TOML file to take [spool] from")
+    source.add_argument("--path", "-p", type=Path, help="the spool file itself")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.set_defaults(func=cmd_spool_status)
+
+    tail = sub.add_parser(
+        "tail",
+        help="print live readings from a running collector",
+        description="Print readings as a running collector receives them, from its HTTP side "
+        "port (filtered there). Aligned, colored columns on a terminal (NO_COLOR turns colors "
+        "off); one JSON line per reading when piped. Readings the collector had to drop "
+        "because this reader was too slow are reported on stderr.",
+        epilog="Examples: telemetry tail --sensor 'greenhouse-*' --tag site=north; "
+        "telemetry tail --agent pi-3 | jq .value",
+    )
+    tail.add_argument(
+        "--url",
+        default=f"http://127.0.0.1:{DEFAULT_HTTP_PORT}",
+        help=f"the collector's HTTP side port (default http://127.0.0.1:{DEFAULT_HTTP_PORT})",
+    )
+    tail.add_argument("--sensor", "-s", action="append", help="sensor glob (repeatable: any)")
+    tail.add_argument("--agent", "-a", action="append", help="agent glob (repeatable: any)")
+    tail.add_argument(
+        "--tag", "-t", action="append", help="tag key=glob (repeatable: all must match)"
+    )
+    tail.add_argument("--count", "-n", type=int, default=0, help="exit 0 after this many readings")
+    tail.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    tail.set_defaults(func=cmd_tail)
+
+    bench = sub.add_parser(
+        "bench",
+        help="load-test a running collector",
+        description="Load-test a running collector, like nats bench or redis-benchmark: "
+        "send ~150-byte readings over N connections, as acked batches (--batch N) or as "
+        "fire-and-forget frames (--batch 0, completion detected by one acked marker batch "
+        "per connection), as fast as possible or at --rate. Reports readings/s, MiB/s, ack "
+        "latency percentiles and the CPU the bench itself used.",
+        epilog="Examples: telemetry bench -e 127.0.0.1:7600 --connections 4; "
+        "telemetry bench --batch 0 --rate 20000 --duration 10 --json",
+    )
+    bench.add_argument(
+        "--endpoint",
+        "-e",
+        default="127.0.0.1:7600",
+        metavar="HOST:PORT",
+        help="collector host:port (default 127.0.0.1:7600)",
+    )
+    bench.add_argument(
+        "--connections", "-n", type=int, default=1, metavar="N", help="connections (default 1)"
+    )
+    bench.add_argument(
+        "--readings",
+        "-r",
+        type=int,
+        metavar="N",
+        help="readings in all, split over the connections (default 100000, or no limit "
+        "with --duration)",
+    )
+    bench.add_argument(
+        "--batch",
+        "-b",
+        type=int,
+        default=500,
+        metavar="N",
+        help="readings per acked batch; 0 sends one fire-and-forget reading per frame "
+        "(default 500)",
+    )
+    bench.add_argument(
+        "--rate", type=float, metavar="R", help="target readings/s in all (default: max)"
+    )
+    bench.add_argument(
+        "--duration", "-d", type=float, metavar="S", help="stop sending after this many seconds"
+    )
+    bench.add_argument(
+        "--window",
+        type=int,
+        metavar="N",
+        help="most unacked batches per connection (default: the collector's)",
+    )
+    bench.add_argument(
+        "--agent-prefix",
+        default="bench",
+        metavar="PREFIX",
+        help="agent ids are <prefix>-<n> (default bench)",
+    )
+    bench.add_argument("--token", help="hello token, if the collector requires one")
+    bench.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to connect, and the longest wait for progress (default 30)",
+    )
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=cmd_bench)
 
     check = sub.add_parser(
         "check-config",

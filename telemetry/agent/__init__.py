@@ -9,6 +9,7 @@ from telemetry.agent.agent import Agent, Ledger
 from telemetry.agent.backoff import Backoff
 from telemetry.agent.batching import Batcher
 from telemetry.agent.connection import CollectorError
+from telemetry.agent.disk_spool import DiskSpool, SpoolError
 from telemetry.agent.oneshot import SendError, send_once
 from telemetry.agent.run import run_agent
 from telemetry.agent.sender import Sender, SenderStats
@@ -20,7 +21,7 @@ from telemetry.agent.sources import (
     build_source,
     parse_line,
 )
-from telemetry.agent.spool import MemorySpool, Spool, SpooledBatch
+from telemetry.agent.spool import MemorySpool, Spool, SpooledBatch, open_spool
 
 __all__ = [
     "Agent",
@@ -28,6 +29,7 @@ __all__ = [
     "BadLine",
     "Batcher",
     "CollectorError",
+    "DiskSpool",
     "Ledger",
     "MemorySpool",
     "SendError",
@@ -36,9 +38,11 @@ __all__ = [
     "SimulatedSource",
     "Source",
     "Spool",
+    "SpoolError",
     "SpooledBatch",
     "StdinSource",
     "build_source",
+    "open_spool",
     "parse_line",
     "run_agent",
     "send_once",

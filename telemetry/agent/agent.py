@@ -5,6 +5,13 @@ How this works: :meth:`Agent.send` validates a reading and adds it to the curren
 ``flush_interval`` (a timer task watches its deadline), is closed into the spool and the
 sender is woken. The sender removes batches from the spool as acks arrive; the agent keeps an
 :class:`asyncio.Event` set while nothing is pending, which :meth:`Agent.wait_acked` awaits.
+
+The :class:`Ledger` says where every reading is. Its balanced counters come from the spool,
+which updates them with the state they describe (for a disk spool, in the same transaction),
+plus the open batch: so ``produced = acked + rejected + dropped + pending`` holds at any time,
+and with a disk spool across restarts and crashes too (the counters then cover the spool
+file's life, not one run). A reading in the open batch is not on disk yet: a crash loses it,
+and it was never counted as produced by the file either, so the ledger still balances.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -29,7 +36,15 @@ log = get_logger("telemetry.agent")
 @dataclass(frozen=True)
 class Ledger:
     """Where every reading given to the agent is: ``produced = acked + rejected + dropped +
-    pending`` always holds. ``batches_sent`` counts every send, resends included."""
+    pending`` always holds.
+
+    ``produced``: readings given to :meth:`Agent.send`; ``spooled``: those closed into the
+    spool (the rest wait in the open batch); ``acked``/``rejected``: acked by the collector as
+    accepted/rejected; ``dropped``: dropped without an ack, split in ``dropped_by_reason``;
+    ``pending``: in the spool or the open batch. With a disk spool these cover the spool
+    file's life, across restarts. ``sent`` (readings sent at least once), ``batches_sent``
+    (every send, resends included) and ``batches_resent`` count this run only.
+    """
 
     produced: int
     acked: int
@@ -38,6 +53,9 @@ class Ledger:
     pending: int
     batches_sent: int
     batches_resent: int
+    spooled: int = 0
+    sent: int = 0
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
 
     @property
     def balanced(self) -> bool:
@@ -68,10 +86,12 @@ class Agent:
         rng: random.Random | None = None,
     ) -> None:
         self.section = section
-        self.spool: Spool = spool if spool is not None else MemorySpool(SpoolConfig().max_readings)
+        if spool is None:
+            defaults = SpoolConfig()
+            spool = MemorySpool(defaults.max_readings, max_bytes=defaults.max_bytes)
+        self.spool: Spool = spool
         self._batcher = Batcher(section.batch_size, section.flush_interval)
         self._sender = Sender(section, self.spool, on_change=self._update_drained, rng=rng)
-        self._produced = 0
         self._drained = asyncio.Event()
         self._batch_open = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -91,6 +111,8 @@ class Agent:
             asyncio.create_task(self._sender.run(), name="agent-sender"),
             asyncio.create_task(self._flush_timer(), name="agent-flush-timer"),
         ]
+        if self.section.ledger_interval > 0:
+            self._tasks.append(asyncio.create_task(self._log_ledger(), name="agent-ledger"))
         log.info(
             "agent_started",
             agent=self.section.id,
@@ -112,6 +134,7 @@ class Agent:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         ledger = self.ledger
+        log.info("ledger", agent=self.section.id, final=True, **ledger.as_dict())
         if acked:
             log.info("agent_stopped", agent=self.section.id, **ledger.as_dict())
         else:
@@ -149,7 +172,6 @@ class Agent:
             raise RuntimeError("agent is closed")
         if not isinstance(reading, Reading):
             reading = validate_reading(dict(reading))
-        self._produced += 1
         was_empty = len(self._batcher) == 0
         closed = self._batcher.add(reading.to_wire(), asyncio.get_running_loop().time())
         if closed is not None:
@@ -182,14 +204,19 @@ class Agent:
     def ledger(self) -> Ledger:
         """A snapshot of the reading counters."""
         stats = self._sender.stats
+        spool = self.spool
+        open_batch = len(self._batcher)
         return Ledger(
-            produced=self._produced,
-            acked=stats.acked_readings,
-            rejected=stats.rejected_readings,
-            dropped=self.spool.dropped,
-            pending=self.spool.readings + len(self._batcher),
+            produced=spool.spooled + open_batch,
+            acked=spool.acked,
+            rejected=spool.rejected,
+            dropped=spool.dropped,
+            pending=spool.readings + open_batch,
             batches_sent=stats.batches_sent,
             batches_resent=stats.batches_resent,
+            spooled=spool.spooled,
+            sent=stats.sent_readings,
+            dropped_by_reason=spool.dropped_by_reason,
         )
 
     @property
@@ -214,6 +241,12 @@ class Agent:
             self._drained.set()
         else:
             self._drained.clear()
+
+    async def _log_ledger(self) -> None:
+        """Log the ledger every ``ledger_interval`` seconds (a timer, not a poll)."""
+        while True:
+            await asyncio.sleep(self.section.ledger_interval)
+            log.info("ledger", agent=self.section.id, **self.ledger.as_dict())
 
     async def _flush_timer(self) -> None:
         loop = asyncio.get_running_loop()

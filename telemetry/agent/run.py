@@ -3,6 +3,10 @@
 The agent stops cleanly on SIGTERM/SIGINT or when every source has ended (stdin at EOF, a
 simulated source after its ``count``): it flushes, waits up to ``shutdown_timeout`` for every
 ack and reports through its exit code whether readings were left pending.
+
+The spool is the one ``[spool]`` asks for: with a ``path``, a disk spool whose unacked
+readings wait in the file for the next start; without, a memory spool whose unacked readings
+are dropped at exit (``readings_dropped`` with ``reason=unacked_at_exit``).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from telemetry.agent.agent import Agent
+from telemetry.agent.disk_spool import SpoolError
 from telemetry.agent.sources import Source, build_source
-from telemetry.agent.spool import MemorySpool
+from telemetry.agent.spool import UNACKED_AT_EXIT, MemorySpool, Spool, log_dropped, open_spool
 from telemetry.config import AgentConfig
 from telemetry.log import get_logger
 
@@ -24,6 +29,7 @@ log = get_logger("telemetry.agent")
 EXIT_OK = 0
 EXIT_PENDING = 1
 EXIT_NO_SOURCES = 2
+EXIT_SPOOL_ERROR = 2
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -42,7 +48,8 @@ async def run_agent(config: AgentConfig, *, sources: Sequence[Source] | None = N
     """Run the agent until a signal or the end of every source; return the exit code.
 
     0: every reading acked; 1: readings still pending after ``shutdown_timeout``;
-    2: no source configured. ``sources`` replaces the configured ones (for embedding, tests).
+    2: no source configured, or the spool cannot be opened (e.g. another agent holds it).
+    ``sources`` replaces the configured ones (for embedding, tests).
     """
     if sources is None:
         if not config.sources:
@@ -59,6 +66,24 @@ async def run_agent(config: AgentConfig, *, sources: Sequence[Source] | None = N
         log.error("no_sources_configured")
         return EXIT_NO_SOURCES
 
+    try:
+        spool = open_spool(config.spool)
+    except SpoolError as exc:
+        log.error("spool_unavailable", error=str(exc))
+        return EXIT_SPOOL_ERROR
+    if not spool.durable:
+        log.info(
+            "spool_in_memory",
+            hint="set [spool] path to keep unacked readings across restarts",
+            max_readings=config.spool.max_readings,
+        )
+    try:
+        return await _run(config, sources, spool)
+    finally:
+        spool.close()
+
+
+async def _run(config: AgentConfig, sources: Sequence[Source], spool: Spool) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()  # first signal: stop the sources, wait for the acks
     force = asyncio.Event()  # second signal: stop waiting
@@ -72,7 +97,7 @@ async def run_agent(config: AgentConfig, *, sources: Sequence[Source] | None = N
             log.info("stop_requested", signal=name, timeout=config.agent.shutdown_timeout)
             stop.set()
 
-    agent = Agent(config.agent, MemorySpool(config.spool.max_readings))
+    agent = Agent(config.agent, spool)
     installed: list[signal.Signals] = []
     for sig in _SIGNALS:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -99,7 +124,11 @@ async def run_agent(config: AgentConfig, *, sources: Sequence[Source] | None = N
             loop.remove_signal_handler(sig)
         acked = await agent.close(0)  # everything is spooled: this only stops and reports
     if not acked:
-        log.error("readings_pending_at_exit", pending=agent.ledger.pending)
+        pending = agent.ledger.pending
+        if isinstance(spool, MemorySpool):
+            batches = spool.batches
+            log_dropped(UNACKED_AT_EXIT, spool.discard(UNACKED_AT_EXIT), batches)
+        log.error("readings_pending_at_exit", pending=pending, kept=spool.durable)
         return EXIT_PENDING
     return EXIT_OK
 

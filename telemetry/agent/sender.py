@@ -30,7 +30,7 @@ import structlog
 
 from telemetry.agent.backoff import Backoff
 from telemetry.agent.connection import CollectorError, Connection, ConnectionClosed
-from telemetry.agent.spool import Spool, SpooledBatch
+from telemetry.agent.spool import BATCH_TOO_LARGE, Spool, SpooledBatch
 from telemetry.config import AgentSection
 from telemetry.log import get_logger
 from telemetry.protocol import (
@@ -64,6 +64,7 @@ class SenderStats:
 
     batches_sent: int = 0
     batches_resent: int = 0
+    sent_readings: int = 0  # first sends only
     acked_readings: int = 0
     rejected_readings: int = 0
     nacks: int = 0
@@ -228,11 +229,12 @@ class _Session:
     def _on_ack(self, ack: Ack) -> None:
         self.inflight.pop(ack.seq, None)
         self.retry.pop(ack.seq, None)
-        batch = self.spool.ack(ack.seq)
+        batch = self.spool.get(ack.seq)
         if batch is None:  # dropped from a full spool while in flight, or a duplicate ack
             log.debug("ack_for_unknown_batch", seq=ack.seq)
             return
         rejected = {r.index for r in ack.rejected if 0 <= r.index < len(batch)}
+        self.spool.ack(ack.seq, len(rejected))
         for rejection in ack.rejected:
             log.warning(
                 "reading_rejected", seq=ack.seq, index=rejection.index, errors=rejection.errors
@@ -321,7 +323,7 @@ class _Session:
                     bytes=len(batch.frame) - HEADER_SIZE,
                     max_frame_bytes=self.max_frame_bytes,
                 )
-                self.spool.drop(batch.seq, "batch_too_large")
+                self.spool.drop(batch.seq, BATCH_TOO_LARGE)
                 self.sender._on_change()
                 continue
             await self._send(batch)
@@ -350,4 +352,5 @@ class _Session:
             stats.batches_resent += 1
         else:
             self.sender._highest_sent = batch.seq
+            stats.sent_readings += len(batch)
         log.debug("batch_sent", seq=batch.seq, readings=len(batch), resend=resend)

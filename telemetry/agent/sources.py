@@ -4,6 +4,10 @@
   sensor every ``interval`` seconds; ends after ``count`` readings when ``count`` is set.
 - :class:`StdinSource`: one JSON reading per line on standard input, read without blocking
   the event loop. A bad line is logged with its number and reason and counted; EOF ends it.
+- ``system``, ``file``, ``command``: a sample every ``interval`` seconds, in
+  :mod:`telemetry.agent.sources_system`, :mod:`~telemetry.agent.sources_file` and
+  :mod:`~telemetry.agent.sources_command`, on the loop of
+  :mod:`~telemetry.agent.sources_polled` (a failed sample is logged and counted, never fatal).
 
 A sink is anything with ``async def send(reading)``, usually an :class:`~telemetry.agent.Agent`.
 """
@@ -22,7 +26,13 @@ from typing import Any, BinaryIO, Protocol
 
 from pydantic import ValidationError
 
-from telemetry.config import SimulatedSourceConfig, SourceConfig, StdinSourceConfig
+from telemetry.config import (
+    FileSourceConfig,
+    SimulatedSourceConfig,
+    SourceConfig,
+    StdinSourceConfig,
+    SystemSourceConfig,
+)
 from telemetry.log import get_logger
 from telemetry.protocol import Reading, validate_reading
 from telemetry.protocol.messages import describe_errors
@@ -54,10 +64,27 @@ class Source(Protocol):
 
 
 def build_source(config: SourceConfig, agent_id: str, index: int = 0) -> Source:
-    """The source described by one ``[[sources]]`` entry."""
+    """The source described by one ``[[sources]]`` entry.
+
+    The interval sources live in their own modules, imported only when configured (the
+    ``system`` source imports psutil).
+    """
+    name = f"{config.type}-{index}"
     if isinstance(config, SimulatedSourceConfig):
-        return SimulatedSource(config, agent_id, name=f"simulated-{index}")
-    return StdinSource(config, name=f"stdin-{index}")
+        return SimulatedSource(config, agent_id, name=name)
+    if isinstance(config, StdinSourceConfig):
+        return StdinSource(config, name=name)
+    if isinstance(config, SystemSourceConfig):
+        from telemetry.agent.sources_system import SystemSource
+
+        return SystemSource(config, agent_id, name=name)
+    if isinstance(config, FileSourceConfig):
+        from telemetry.agent.sources_file import FileSource
+
+        return FileSource(config, agent_id, name=name)
+    from telemetry.agent.sources_command import CommandSource
+
+    return CommandSource(config, agent_id, name=name)
 
 
 # --- simulated -----------------------------------------------------------------------------

@@ -1,28 +1,45 @@
 """The spool: every batch closed by the agent and not yet acked, in ``seq`` order.
 
 How this works: closing a batch calls :meth:`Spool.add`, which gives it the next ``seq``
-(``seq`` only grows, across restarts too: see :func:`restart_safe_seq`). The sender reads
-batches by ``seq`` and sends them; an ``ack`` removes one with :meth:`Spool.ack`. A batch
-stays in the spool while it is in flight, so a lost connection loses nothing: after a
-reconnect the sender starts again from :attr:`Spool.oldest_seq`. The spool is bounded in
-readings; when an added batch makes it overflow, the oldest batches are dropped (sent or not)
-and counted in :attr:`Spool.dropped`.
+(``seq`` only grows, across restarts too). The sender reads batches by ``seq`` and sends them;
+an ``ack`` removes one with :meth:`Spool.ack`. A batch stays in the spool while it is in
+flight, so a lost connection loses nothing: after a reconnect the sender starts again from
+:attr:`Spool.oldest_seq`. The spool is bounded in readings and in bytes (the encoded frames);
+when an added batch makes it overflow, the oldest batches are dropped (sent or not), counted
+by reason and logged as one ``readings_dropped`` event.
 
-:class:`Spool` is the interface; :class:`MemorySpool` keeps everything in a dict. A SQLite spool
-that survives restarts (and keeps ``next_seq`` across them) can implement the same protocol.
+The spool also keeps the reading ledger, updated with the state it describes:
+``spooled = acked + rejected + dropped + readings`` holds after every call.
+
+:class:`Spool` is the interface. :class:`MemorySpool` keeps everything in a dict and starts
+``seq`` from the clock (:func:`restart_safe_seq`);
+:class:`~telemetry.agent.disk_spool.DiskSpool` keeps batches, ``next_seq`` and the ledger in
+a SQLite file, so they survive a restart, a crash and a long outage. :func:`open_spool` builds
+the one a :class:`~telemetry.config.SpoolConfig` asks for.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from telemetry.log import get_logger
 from telemetry.protocol import Batch, encode_frame
+from telemetry.protocol.framing import HEADER_SIZE
+
+if TYPE_CHECKING:
+    from telemetry.config import SpoolConfig
 
 log = get_logger("telemetry.agent.spool")
+
+#: Drop reasons (the ``reason`` of ``readings_dropped`` and the keys of ``dropped_by_reason``).
+SPOOL_FULL = "spool_full"
+BATCH_TOO_LARGE = "batch_too_large"
+UNACKED_AT_EXIT = "unacked_at_exit"
 
 
 @dataclass(frozen=True)
@@ -40,9 +57,22 @@ class SpooledBatch:
         """The complete ``batch`` frame (header and payload), encoded once, reused on resend."""
         return encode_frame(Batch(seq=self.seq, readings=list(self.readings)).encode())
 
+    @classmethod
+    def from_frame(cls, seq: int, frame: bytes) -> SpooledBatch:
+        """The batch stored as ``frame`` (as :attr:`frame` made it), without re-encoding."""
+        payload = json.loads(frame[HEADER_SIZE:])
+        batch = cls(seq, tuple(payload["readings"]))
+        batch.__dict__["frame"] = frame  # what cached_property would have computed
+        return batch
+
 
 class Spool(Protocol):
     """Storage for unacked batches; the sender's only source of what to (re)send."""
+
+    @property
+    def durable(self) -> bool:
+        """True when held batches survive the process (a disk spool)."""
+        ...
 
     @property
     def next_seq(self) -> int:
@@ -65,8 +95,33 @@ class Spool(Protocol):
         ...
 
     @property
+    def bytes(self) -> int:
+        """Bytes of the held batches' frames (what ``max_bytes`` bounds)."""
+        ...
+
+    @property
+    def spooled(self) -> int:
+        """Readings ever given to :meth:`add` (for a disk spool: over the file's life)."""
+        ...
+
+    @property
+    def acked(self) -> int:
+        """Readings acked as accepted by the collector."""
+        ...
+
+    @property
+    def rejected(self) -> int:
+        """Readings acked as rejected by the collector (they never succeed on resend)."""
+        ...
+
+    @property
     def dropped(self) -> int:
-        """Readings dropped since start, because the spool was full or a batch undeliverable."""
+        """Readings dropped, because the spool was full or a batch undeliverable."""
+        ...
+
+    @property
+    def dropped_by_reason(self) -> dict[str, int]:
+        """:attr:`dropped` split by reason (``spool_full``, ``batch_too_large``)."""
         ...
 
     def add(self, readings: list[dict[str, Any]]) -> SpooledBatch:
@@ -81,13 +136,34 @@ class Spool(Protocol):
         """Every batch held, in ``seq`` order."""
         ...
 
-    def ack(self, seq: int) -> SpooledBatch | None:
-        """Remove batch ``seq`` and return it; None when it is not held (already gone)."""
+    def ack(self, seq: int, rejected: int = 0) -> SpooledBatch | None:
+        """Remove batch ``seq``, of which ``rejected`` readings were rejected; return it.
+
+        None when it is not held (already acked or dropped): nothing is counted then.
+        """
         ...
 
     def drop(self, seq: int, reason: str) -> int:
         """Remove batch ``seq`` without an ack, count its readings as dropped, return them."""
         ...
+
+    def close(self) -> None:
+        """Release the storage (commit, close files); idempotent."""
+        ...
+
+
+def open_spool(config: SpoolConfig) -> Spool:
+    """The spool ``config`` asks for: a :class:`DiskSpool` when ``path`` is set, else memory."""
+    if config.path is None:
+        return MemorySpool(config.max_readings, max_bytes=config.max_bytes)
+    from telemetry.agent.disk_spool import DiskSpool
+
+    return DiskSpool(config.path, max_readings=config.max_readings, max_bytes=config.max_bytes)
+
+
+def log_dropped(reason: str, readings: int, batches: int, **context: Any) -> None:
+    """The one event every drop of readings emits: ``readings_dropped`` with its ``reason``."""
+    log.warning("readings_dropped", reason=reason, readings=readings, batches=batches, **context)
 
 
 def restart_safe_seq() -> int:
@@ -102,20 +178,31 @@ def restart_safe_seq() -> int:
 
 
 class MemorySpool:
-    """A :class:`Spool` in memory, bounded to ``max_readings`` readings."""
+    """A :class:`Spool` in memory, bounded to ``max_readings`` readings and ``max_bytes``."""
 
-    def __init__(self, max_readings: int, *, first_seq: int | None = None) -> None:
+    durable = False
+
+    def __init__(
+        self, max_readings: int, *, max_bytes: int | None = None, first_seq: int | None = None
+    ) -> None:
         if max_readings < 1:
             raise ValueError("max_readings must be >= 1")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
         if first_seq is None:
             first_seq = restart_safe_seq()
         if first_seq < 0:
             raise ValueError("first_seq must be >= 0")
         self.max_readings = max_readings
+        self.max_bytes = max_bytes
         self._batches: dict[int, SpooledBatch] = {}  # insertion order is seq order
         self._next_seq = first_seq
         self._readings = 0
-        self._dropped = 0
+        self._bytes = 0
+        self._spooled = 0
+        self._acked = 0
+        self._rejected = 0
+        self._dropped: Counter[str] = Counter()
 
     @property
     def next_seq(self) -> int:
@@ -134,10 +221,36 @@ class MemorySpool:
         return len(self._batches)
 
     @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def spooled(self) -> int:
+        return self._spooled
+
+    @property
+    def acked(self) -> int:
+        return self._acked
+
+    @property
+    def rejected(self) -> int:
+        return self._rejected
+
+    @property
     def dropped(self) -> int:
-        return self._dropped
+        return sum(self._dropped.values())
+
+    @property
+    def dropped_by_reason(self) -> dict[str, int]:
+        return dict(self._dropped)
+
+    def _overflows(self, readings: int, size: int) -> bool:
+        if self._readings + readings > self.max_readings:
+            return True
+        return self.max_bytes is not None and self._bytes + size > self.max_bytes
 
     def add(self, readings: list[dict[str, Any]]) -> SpooledBatch:
+        self._spooled += len(readings)
         dropped = 0
         dropped_batches = 0
         if len(readings) > self.max_readings:
@@ -145,22 +258,26 @@ class MemorySpool:
             dropped += len(readings) - self.max_readings
             readings = readings[-self.max_readings :]
         batch = SpooledBatch(self._next_seq, tuple(readings))
+        size = len(batch.frame)  # encoded once here, reused by every send
         self._next_seq += 1
-        while self._batches and self._readings + len(batch) > self.max_readings:
+        while self._batches and self._overflows(len(batch), size):
             oldest = self._batches.pop(next(iter(self._batches)))
             self._readings -= len(oldest)
+            self._bytes -= len(oldest.frame)
             dropped += len(oldest)
             dropped_batches += 1
         self._batches[batch.seq] = batch
         self._readings += len(batch)
+        self._bytes += size
         if dropped:
-            self._dropped += dropped
-            log.warning(
-                "spool_dropped",
-                readings=dropped,
-                batches=dropped_batches,
+            self._dropped[SPOOL_FULL] += dropped
+            log_dropped(
+                SPOOL_FULL,
+                dropped,
+                dropped_batches,
                 max_readings=self.max_readings,
-                dropped_total=self._dropped,
+                max_bytes=self.max_bytes,
+                dropped_total=self.dropped,
             )
         return batch
 
@@ -170,24 +287,37 @@ class MemorySpool:
     def pending(self) -> list[SpooledBatch]:
         return list(self._batches.values())
 
-    def ack(self, seq: int) -> SpooledBatch | None:
+    def _remove(self, seq: int) -> SpooledBatch | None:
         batch = self._batches.pop(seq, None)
         if batch is not None:
             self._readings -= len(batch)
+            self._bytes -= len(batch.frame)
+        return batch
+
+    def ack(self, seq: int, rejected: int = 0) -> SpooledBatch | None:
+        batch = self._remove(seq)
+        if batch is not None:
+            rejected = min(max(rejected, 0), len(batch))
+            self._acked += len(batch) - rejected
+            self._rejected += rejected
         return batch
 
     def drop(self, seq: int, reason: str) -> int:
-        batch = self._batches.pop(seq, None)
+        batch = self._remove(seq)
         if batch is None:
             return 0
-        self._readings -= len(batch)
-        self._dropped += len(batch)
-        log.warning(
-            "spool_dropped",
-            readings=len(batch),
-            batches=1,
-            seq=seq,
-            reason=reason,
-            dropped_total=self._dropped,
-        )
+        self._dropped[reason] += len(batch)
+        log_dropped(reason, len(batch), 1, seq=seq, dropped_total=self.dropped)
         return len(batch)
+
+    def discard(self, reason: str) -> int:
+        """Drop every batch held, counted under ``reason``; the caller logs it once."""
+        count = self._readings
+        if count:
+            self._dropped[reason] += count
+        self._batches.clear()
+        self._readings = self._bytes = 0
+        return count
+
+    def close(self) -> None:
+        """Nothing to release: what is held is lost with the process."""

@@ -18,6 +18,10 @@ BUILTIN: dict[str, str] = {
     "stdout": "telemetry.sinks.stdout:StdoutSink",
     "jsonl": "telemetry.sinks.jsonl:JsonlSink",
     "sqlite": "telemetry.sinks.sqlite:SqliteSink",
+    "postgres": "telemetry.sinks.postgres:PostgresSink",
+    "nats": "telemetry.sinks.nats:NatsSink",
+    "mqtt": "telemetry.sinks.mqtt:MqttSink",
+    "redis": "telemetry.sinks.redis:RedisSink",
 }
 
 ENTRY_POINT_GROUP = "telemetry.sinks"

@@ -1,0 +1,162 @@
+"""Latency from ``agent.send()`` to the sink's ``write()``, at half the maximum rate.
+
+Method: ``latency_collector.py`` runs the collector's own ``Collector`` (pipeline, sink
+queue, the sink's ``flush_interval`` of 5 ms) with one sink that, in ``write()``, stores
+``time.time() - record.ts`` for every record. ``agent_load.py`` processes drive the ``Agent``
+library (batches of 500, ``flush_interval`` 50 ms) at a fixed total rate, stamping each
+reading's ``ts`` with ``time.time()`` just before ``agent.send()``; all processes share one
+clock. The maximum rate is the batched ingest maximum (given with ``--max-rate``, e.g. from
+the same ``run_all.py`` run, or measured first against this collector with
+``telemetry.bench``, 4 connections). A reading waits in the agent's open batch for up to
+``flush_interval`` (or until 500 are there), then one network and validation hop, then up
+to the sink's flush interval: so the target is p99 <= agent flush_interval + 10 ms.
+
+    .venv/bin/python benchmarks/latency.py [--max-rate N] [--agents 4] [--duration 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import PYTHON, free_port, loadavg, machine, tree_cpu, verdict, wait_port
+
+from telemetry.bench import BenchOptions, percentiles, run_bench
+from telemetry.cli import run_async
+
+HERE = Path(__file__).resolve().parent
+AGENT_FLUSH = 0.05
+AGENT_BATCH = 500
+
+
+def run_latency(
+    max_rate: float | None, agents: int, duration: float, fraction: float = 0.5
+) -> dict[str, Any]:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="telemetry-latency-") as tmp:
+        out = Path(tmp) / "latencies.txt"
+        proc = subprocess.Popen(
+            [PYTHON, str(HERE / "latency_collector.py"), "--port", str(port), "--out", str(out)]
+        )
+        try:
+            wait_port(port, proc)
+            measured = max_rate is None
+            if max_rate is None:
+                opts = BenchOptions(port=port, connections=4, readings=100_000, batch=500)
+                max_rate = run_async(lambda: run_bench(opts)).readings_per_s
+                proc.send_signal(signal.SIGTERM)  # drop the bench's latencies: restart
+                proc.wait(30)
+                out.unlink(missing_ok=True)
+                proc = subprocess.Popen(
+                    [
+                        PYTHON,
+                        str(HERE / "latency_collector.py"),
+                        "--port",
+                        str(port),
+                        "--out",
+                        str(out),
+                    ]
+                )
+                wait_port(port, proc)
+            rate = max_rate * fraction
+            cpu0 = tree_cpu(proc.pid)
+            started = time.perf_counter()
+            loads = [
+                subprocess.Popen(
+                    [
+                        PYTHON,
+                        str(HERE / "agent_load.py"),
+                        "--port",
+                        str(port),
+                        "--rate",
+                        str(rate / agents),
+                        "--duration",
+                        str(duration),
+                        "--id",
+                        f"latency-{i}",
+                        "--batch-size",
+                        str(AGENT_BATCH),
+                        "--flush-interval",
+                        str(AGENT_FLUSH),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for i in range(agents)
+            ]
+            reports = [json.loads(p.communicate(timeout=duration + 60)[0]) for p in loads]
+            elapsed = time.perf_counter() - started
+            collector_cpu = tree_cpu(proc.pid) - cpu0
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        pairs = [line.split() for line in out.read_text().splitlines()] if out.exists() else []
+    latencies = [float(total) * 1e3 for total, _ in pairs]
+    received = [float(recv) * 1e3 for _, recv in pairs]
+    in_collector = [float(total) * 1e3 - float(recv) * 1e3 for total, recv in pairs]
+    sent = sum(r["sent"] for r in reports)
+    return {
+        "max_rate": max_rate,
+        "max_rate_measured_here": measured,
+        "target_rate": rate,
+        "fraction": fraction,
+        "achieved_rate": sent / max(r["seconds"] for r in reports),
+        "agents": agents,
+        "sent": sent,
+        "acked": sum(r["acked"] for r in reports),
+        "recorded": len(latencies),
+        "latency_ms": percentiles(latencies),
+        "to_received_ms": percentiles(received),
+        "in_collector_ms": percentiles(in_collector),
+        "agent_cpu_cores": sum(r["cpu_seconds"] for r in reports) / elapsed,
+        "collector_cpu_cores": collector_cpu / elapsed,
+        "load": loadavg(),
+    }
+
+
+def report(res: dict[str, Any]) -> list[str]:
+    lat = res["latency_ms"]
+    target = (AGENT_FLUSH + 0.010) * 1e3
+    where = "measured here" if res["max_rate_measured_here"] else "from the ingest benchmark"
+    return [
+        f"latency send() -> sink write() at {res['fraction']:g} x max rate "
+        f"{res['max_rate']:,.0f}/s ({where}): target {res['target_rate']:,.0f}/s, "
+        f"achieved {res['achieved_rate']:,.0f}/s from "
+        f"{res['agents']} agent processes; {res['recorded']:,} of {res['sent']:,} readings "
+        f"recorded ({res['acked']:,} acked)",
+        f"  p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+        f"max {lat['max']:.1f} ms; agents used {res['agent_cpu_cores']:.2f} cores, the "
+        f"collector {res['collector_cpu_cores']:.2f}; load average {res['load']}",
+        "  split: send() -> collector received_at p50 {:.1f} / p99 {:.1f} ms; received_at -> "
+        "sink write p50 {:.1f} / p99 {:.1f} ms".format(
+            res["to_received_ms"]["p50"],
+            res["to_received_ms"]["p99"],
+            res["in_collector_ms"]["p50"],
+            res["in_collector_ms"]["p99"],
+        ),
+        f"p99 latency at {res['fraction']:g} x max {lat['p99']:.1f} ms vs agent "
+        f"flush_interval {AGENT_FLUSH * 1e3:.0f} ms "
+        f"+ 10 ms = {target:.0f} ms {verdict(lat['p99'] <= target)}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--max-rate", type=float, help="batched ingest maximum, readings/s")
+    parser.add_argument("--agents", type=int, default=4, help="agent processes")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds of load")
+    parser.add_argument("--fraction", type=float, default=0.5, help="of the maximum rate")
+    args = parser.parse_args()
+    print(f"# {machine()}")
+    for line in report(run_latency(args.max_rate, args.agents, args.duration, args.fraction)):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,475 @@
+"""The disk spool: unacked batches, the ``seq`` counter and the ledger in one SQLite file.
+
+How this works: the file has two tables. ``batches`` holds each unacked batch as the frame
+the sender writes (encoded once, so a resend after a restart costs no re-encoding) with its
+reading count, size and creation time; ``counters`` holds ``next_seq`` and the ledger
+(``spooled``, ``acked``, ``rejected``, ``dropped:<reason>``). Every :meth:`DiskSpool.add`,
+:meth:`~DiskSpool.ack` and :meth:`~DiskSpool.drop` is one transaction that changes the batches
+and the counters together, so ``spooled = acked + rejected + dropped + readings`` holds in the
+file at every commit, whatever kills the process.
+
+Durability: WAL with ``synchronous=NORMAL``. A commit is an append to the WAL without fsync,
+which survives a crash or SIGKILL of the process (the OS has the bytes) but not a power cut
+or a kernel crash, where the last commits before it may be lost. The unit of commit is the
+batch (``batch_size`` readings), not the reading: one commit per batch closed and per ack.
+
+In memory the spool keeps only an index (seq -> readings, bytes) of what the file holds, and
+the frames of the most recent batches up to ``cache_bytes``; an older batch is read back from
+the file when the sender asks for it (after a restart or a long outage).
+
+Only one agent may use a spool file: an advisory lock (``<path>.lock``, ``flock``) is taken
+when it opens. :func:`read_status` reads a spool without the lock, for ``telemetry spool
+status`` while the agent runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from telemetry.agent.spool import SPOOL_FULL, SpooledBatch, log_dropped, restart_safe_seq
+from telemetry.log import get_logger
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory lock
+    fcntl = None  # type: ignore[assignment]
+
+log = get_logger("telemetry.agent.spool")
+
+FORMAT_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    seq        INTEGER PRIMARY KEY,
+    readings   INTEGER NOT NULL,
+    bytes      INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    frame      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+_SET_COUNTER = (
+    "INSERT INTO counters (name, value) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
+_DROPPED_PREFIX = "dropped:"
+
+
+class SpoolError(Exception):
+    """A spool file that cannot be opened or used; the message says why."""
+
+
+class SpoolLocked(SpoolError):
+    """Another process holds the spool file."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
+def _counters(db: sqlite3.Connection) -> dict[str, int]:
+    return {name: int(value) for name, value in db.execute("SELECT name, value FROM counters")}
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+class DiskSpool:
+    """A :class:`~telemetry.agent.spool.Spool` in a SQLite file that survives the process."""
+
+    durable = True
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        max_readings: int = 1_000_000,
+        max_bytes: int = 256 * 1024 * 1024,
+        cache_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        if max_readings < 1:
+            raise ValueError("max_readings must be >= 1")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        self.path = Path(path)
+        self.max_readings = max_readings
+        self.max_bytes = max_bytes
+        self.cache_bytes = cache_bytes
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(f"cannot create spool directory {self.path.parent}: {exc}") from None
+        self._lock = _acquire_lock(self.path)
+        try:
+            self._db = _connect(self.path)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._load()
+        except sqlite3.Error as exc:
+            self._lock.close()
+            raise SpoolError(f"cannot open spool {self.path}: {exc}") from None
+        except BaseException:
+            self._lock.close()
+            raise
+        self._closed = False
+        log.info(
+            "spool_opened",
+            path=str(self.path),
+            batches=len(self._index),
+            readings=self._readings,
+            bytes=self._bytes,
+            next_seq=self._next_seq,
+            dropped=self.dropped,
+        )
+
+    def _load(self) -> None:
+        db = self._db
+        with _transaction(db):
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            counters = _counters(db)
+            if "next_seq" not in counters:  # a new file: seq starts from the clock
+                counters = {
+                    "format": FORMAT_VERSION,
+                    "next_seq": restart_safe_seq(),
+                    "spooled": 0,
+                    "acked": 0,
+                    "rejected": 0,
+                }
+                db.executemany(_SET_COUNTER, counters.items())
+        if counters.get("format", FORMAT_VERSION) > FORMAT_VERSION:
+            raise SpoolError(
+                f"spool {self.path} has format {counters['format']}, newer than this agent's "
+                f"{FORMAT_VERSION}"
+            )
+        #: seq -> (readings, bytes) of every batch in the file; insertion order is seq order.
+        self._index: dict[int, tuple[int, int]] = {
+            seq: (readings, size)
+            for seq, readings, size in db.execute(
+                "SELECT seq, readings, bytes FROM batches ORDER BY seq"
+            )
+        }
+        self._readings = sum(readings for readings, _ in self._index.values())
+        self._bytes = sum(size for _, size in self._index.values())
+        last = next(reversed(self._index), -1)
+        self._next_seq = max(counters["next_seq"], last + 1)
+        self._spooled = counters["spooled"]
+        self._acked = counters["acked"]
+        self._rejected = counters["rejected"]
+        self._dropped = {
+            name.removeprefix(_DROPPED_PREFIX): value
+            for name, value in counters.items()
+            if name.startswith(_DROPPED_PREFIX)
+        }
+        #: Frames of recent batches, oldest first, up to cache_bytes.
+        self._cache: dict[int, SpooledBatch] = {}
+        self._cache_size = 0
+        accounted = self._acked + self._rejected + self.dropped + self._readings
+        if accounted != self._spooled:  # edited by hand, or written by something else
+            log.warning("spool_ledger_mismatch", spooled=self._spooled, accounted=accounted)
+
+    # --- Spool protocol -----------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def oldest_seq(self) -> int | None:
+        return next(iter(self._index), None)
+
+    @property
+    def readings(self) -> int:
+        return self._readings
+
+    @property
+    def batches(self) -> int:
+        return len(self._index)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def spooled(self) -> int:
+        return self._spooled
+
+    @property
+    def acked(self) -> int:
+        return self._acked
+
+    @property
+    def rejected(self) -> int:
+        return self._rejected
+
+    @property
+    def dropped(self) -> int:
+        return sum(self._dropped.values())
+
+    @property
+    def dropped_by_reason(self) -> dict[str, int]:
+        return dict(self._dropped)
+
+    def add(self, readings: list[dict[str, Any]]) -> SpooledBatch:
+        self._check_open()
+        given = len(readings)
+        dropped = 0
+        if given > self.max_readings:
+            # One batch larger than the whole spool: keep its newest readings.
+            dropped = given - self.max_readings
+            readings = readings[-self.max_readings :]
+        batch = SpooledBatch(self._next_seq, tuple(readings))
+        frame = batch.frame
+        evicted: list[int] = []
+        total_readings, total_bytes = self._readings, self._bytes
+        oldest = iter(self._index.items())
+        while (
+            self._index
+            and len(evicted) < len(self._index)
+            and (
+                total_readings + len(batch) > self.max_readings
+                or total_bytes + len(frame) > self.max_bytes
+            )
+        ):
+            seq, (count, size) = next(oldest)
+            evicted.append(seq)
+            total_readings -= count
+            total_bytes -= size
+            dropped += count
+        dropped_total = self._dropped.get(SPOOL_FULL, 0) + dropped
+        counters: list[tuple[str, int]] = [
+            ("next_seq", batch.seq + 1),
+            ("spooled", self._spooled + given),
+        ]
+        if dropped:
+            counters.append((_DROPPED_PREFIX + SPOOL_FULL, dropped_total))
+        db = self._db
+        with _transaction(db):
+            if evicted:
+                db.executemany("DELETE FROM batches WHERE seq = ?", ((s,) for s in evicted))
+            db.execute(
+                "INSERT INTO batches (seq, readings, bytes, created_at, frame) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (batch.seq, len(batch), len(frame), time.time(), frame),
+            )
+            db.executemany(_SET_COUNTER, counters)
+        # Committed: now the memory view follows.
+        for seq in evicted:
+            del self._index[seq]
+            self._uncache(seq)
+        self._index[batch.seq] = (len(batch), len(frame))
+        self._readings = total_readings + len(batch)
+        self._bytes = total_bytes + len(frame)
+        self._next_seq = batch.seq + 1
+        self._spooled += given
+        self._cache_put(batch)
+        if dropped:
+            self._dropped[SPOOL_FULL] = dropped_total
+            log_dropped(
+                SPOOL_FULL,
+                dropped,
+                len(evicted),
+                max_readings=self.max_readings,
+                max_bytes=self.max_bytes,
+                dropped_total=self.dropped,
+            )
+        return batch
+
+    def get(self, seq: int) -> SpooledBatch | None:
+        if seq not in self._index:
+            return None
+        batch = self._cache.get(seq)
+        if batch is None:
+            self._check_open()
+            row = self._db.execute("SELECT frame FROM batches WHERE seq = ?", (seq,)).fetchone()
+            if row is None:  # pragma: no cover - the index mirrors the file
+                return None
+            batch = SpooledBatch.from_frame(seq, bytes(row[0]))
+            self._cache_put(batch)
+        return batch
+
+    def pending(self) -> list[SpooledBatch]:
+        return [batch for seq in list(self._index) if (batch := self.get(seq)) is not None]
+
+    def ack(self, seq: int, rejected: int = 0) -> SpooledBatch | None:
+        batch = self.get(seq)
+        if batch is None:
+            return None
+        rejected = min(max(rejected, 0), len(batch))
+        acked = self._acked + len(batch) - rejected
+        rejected_total = self._rejected + rejected
+        self._remove(seq, [("acked", acked), ("rejected", rejected_total)])
+        self._acked, self._rejected = acked, rejected_total
+        return batch
+
+    def drop(self, seq: int, reason: str) -> int:
+        entry = self._index.get(seq)
+        if entry is None:
+            return 0
+        count = entry[0]
+        total = self._dropped.get(reason, 0) + count
+        self._remove(seq, [(_DROPPED_PREFIX + reason, total)])
+        self._dropped[reason] = total
+        log_dropped(reason, count, 1, seq=seq, dropped_total=self.dropped)
+        return count
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._lock.close()
+        log.info("spool_closed", path=str(self.path), batches=len(self._index))
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SpoolError(f"spool {self.path} is closed")
+
+    def _remove(self, seq: int, counters: Iterable[tuple[str, int]]) -> None:
+        self._check_open()
+        db = self._db
+        with _transaction(db):
+            db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+            db.executemany(_SET_COUNTER, counters)
+        count, size = self._index.pop(seq)
+        self._readings -= count
+        self._bytes -= size
+        self._uncache(seq)
+
+    def _cache_put(self, batch: SpooledBatch) -> None:
+        if batch.seq in self._cache:
+            return
+        self._cache[batch.seq] = batch
+        self._cache_size += len(batch.frame)
+        while self._cache_size > self.cache_bytes and len(self._cache) > 1:
+            self._uncache(next(iter(self._cache)))
+
+    def _uncache(self, seq: int) -> None:
+        batch = self._cache.pop(seq, None)
+        if batch is not None:
+            self._cache_size -= len(batch.frame)
+
+
+def _acquire_lock(path: Path) -> BinaryIO:
+    """Hold ``<path>.lock`` exclusively for as long as the returned file is open."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        lock = open(lock_path, "a+b")  # noqa: SIM115 - held open for the spool's life
+    except OSError as exc:
+        raise SpoolError(f"cannot open spool lock {lock_path}: {exc.strerror}") from None
+    if fcntl is not None:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise SpoolLocked(
+                f"spool {path} is in use by another agent (give each agent its own spool path)"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n".encode())
+        lock.flush()
+    return lock
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    """What a spool file holds, for ``telemetry spool status``."""
+
+    path: str
+    pending_batches: int
+    pending_readings: int
+    bytes: int
+    file_bytes: int
+    oldest_created_at: float | None
+    next_seq: int
+    spooled: int
+    acked: int
+    rejected: int
+    dropped: int
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def oldest_age(self, now: float | None = None) -> float | None:
+        """Seconds since the oldest pending batch was spooled, or None when empty."""
+        if self.oldest_created_at is None:
+            return None
+        return max(0.0, (time.time() if now is None else now) - self.oldest_created_at)
+
+    def as_dict(self, now: float | None = None) -> dict[str, Any]:
+        """The status as a JSON-ready dict, with ``oldest_age_seconds`` computed now."""
+        data = asdict(self)
+        age = self.oldest_age(now)
+        data["oldest_age_seconds"] = None if age is None else round(age, 3)
+        return data
+
+
+def read_status(path: Path | str) -> SpoolStatus:
+    """Read a spool file without locking it (the agent may be running); SpoolError if absent."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpoolError(f"spool {path} does not exist (has the agent run with it?)")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise SpoolError(f"cannot open spool {path}: {exc}") from None
+    try:
+        db.execute("PRAGMA busy_timeout=5000")
+        counters = _counters(db)
+        batches, readings, size, oldest = db.execute(
+            "SELECT count(*), coalesce(sum(readings), 0), coalesce(sum(bytes), 0), "
+            "min(created_at) FROM batches"
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise SpoolError(f"{path} is not a readable spool: {exc}") from None
+    finally:
+        db.close()
+    file_bytes = sum(
+        p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists()
+    )
+    dropped = {
+        name.removeprefix(_DROPPED_PREFIX): value
+        for name, value in counters.items()
+        if name.startswith(_DROPPED_PREFIX)
+    }
+    return SpoolStatus(
+        path=str(path),
+        pending_batches=int(batches),
+        pending_readings=int(readings),
+        bytes=int(size),
+        file_bytes=file_bytes,
+        oldest_created_at=oldest,
+        next_seq=counters.get("next_seq", 0),
+        spooled=counters.get("spooled", 0),
+        acked=counters.get("acked", 0),
+        rejected=counters.get("rejected", 0),
+        dropped=sum(dropped.values()),
+        dropped_by_reason=dropped,
+    )

@@ -1,0 +1,510 @@
+"""``telemetry bench``: a load generator for any collector, like ``nats bench`` or
+``redis-benchmark``.
+
+How this works: a pool of ~150-byte readings is encoded once. In batched mode (``batch > 0``)
+each connection says ``hello``, then sends ``batch`` frames built from the pre-encoded readings
+(only the ``seq`` changes), keeping at most ``window`` of them unacked, and times each batch
+from its write to its ``ack``; a ``nack`` is resent after its ``retry_after_ms``. In
+fire-and-forget mode (``batch == 0``) each connection writes the pre-built frames, one reading
+each, in large slices; at the end it says ``hello`` and sends one marker batch of one reading:
+its ack means the collector has handled every frame before it (the collector handles a
+connection's frames in order). Marker readings reach the sinks too; they are counted apart.
+
+With ``rate`` the connections pace themselves (each ``rate / connections`` readings/s) in
+ticks of a few milliseconds; without it they send as fast as the collector takes them (window
+and TCP backpressure). ``duration`` stops sending after that many seconds. The clock starts
+once every connection is open (and, batched, welcomed). The bench reports its own CPU time so
+that a reader can tell whether the load generator was the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from telemetry.protocol import FrameDecoder, encode_frame
+
+#: Distinct readings in the pre-encoded pool (more when a batch is larger).
+POOL = 500
+#: Bytes written per call in fire-and-forget mode at full speed.
+WRITE_CHUNK = 256 * 1024
+#: Seconds between two sends of a paced (``rate``) connection, at most.
+TICK = 0.005
+
+
+class BenchError(Exception):
+    """The bench could not run to its end (refused connection, protocol error, stall)."""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What to send, where, and how fast."""
+
+    host: str = "127.0.0.1"
+    port: int = 7600
+    connections: int = 1
+    #: Readings in all (split over the connections); None: until ``duration``.
+    readings: int | None = 100_000
+    #: Readings per acked batch; 0: one fire-and-forget reading per frame.
+    batch: int = 500
+    #: Target readings/s in all; None: as fast as the collector takes them.
+    rate: float | None = None
+    #: Seconds after which no new reading is sent; None: until ``readings``.
+    duration: float | None = None
+    #: Most unacked batches per connection (the collector's ``window`` caps it); None: its.
+    window: int | None = None
+    agent_prefix: str = "bench"
+    token: str | None = None
+    #: Seconds to connect, and the longest wait for any progress (an ack, a write).
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.connections < 1:
+            raise ValueError("connections must be at least 1")
+        if self.batch < 0:
+            raise ValueError("batch must be >= 0")
+        if self.readings is None and self.duration is None:
+            raise ValueError("give readings or duration (or both)")
+        if self.readings is not None and self.readings < self.connections:
+            raise ValueError("readings must be at least one per connection")
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError("rate must be > 0")
+        if self.duration is not None and self.duration <= 0:
+            raise ValueError("duration must be > 0")
+        if self.window is not None and self.window < 1:
+            raise ValueError("window must be at least 1")
+
+
+@dataclass
+class BenchResult:
+    """What one bench run did; ``latency_ms`` holds ack latency percentiles (batched mode)."""
+
+    connections: int
+    batch: int
+    readings: int  # sent, markers excluded
+    accepted: int  # as acked by the collector (fire-and-forget: not acked, 0)
+    rejected: int
+    nacks: int
+    marker_readings: int
+    bytes_sent: int
+    elapsed: float
+    cpu_seconds: float
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    #: Fire-and-forget: seconds from the last frame written to the marker's ack (worst conn).
+    drain_seconds: float | None = None
+
+    @property
+    def readings_per_s(self) -> float:
+        return self.readings / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def mib_per_s(self) -> float:
+        return self.bytes_sent / self.elapsed / 2**20 if self.elapsed > 0 else 0.0
+
+    @property
+    def cpu_us_per_reading(self) -> float:
+        return self.cpu_seconds / self.readings * 1e6 if self.readings else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every figure, derived ones included, for ``--json``."""
+        return {
+            **asdict(self),
+            "readings_per_s": round(self.readings_per_s, 1),
+            "mib_per_s": round(self.mib_per_s, 3),
+            "cpu_us_per_reading": round(self.cpu_us_per_reading, 3),
+            "cpu_percent": round(100 * self.cpu_seconds / self.elapsed, 1) if self.elapsed else 0,
+        }
+
+    def format(self) -> str:
+        """A few human-readable lines."""
+        mode = f"batches of {self.batch}, acked" if self.batch else "fire-and-forget, 1/frame"
+        lines = [
+            f"{self.connections} connection(s), {mode}",
+            f"sent {self.readings:,} readings in {self.elapsed:.3f} s: "
+            f"{self.readings_per_s:,.0f} readings/s, {self.mib_per_s:.1f} MiB/s",
+        ]
+        if self.batch:
+            lines.append(
+                f"acked: {self.accepted:,} accepted, {self.rejected:,} rejected, "
+                f"{self.nacks} nack(s)"
+            )
+            if self.latency_ms:
+                lat = self.latency_ms
+                lines.append(
+                    f"ack latency: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, "
+                    f"p99 {lat['p99']:.2f} ms, max {lat['max']:.2f} ms "
+                    f"({int(lat['count']):,} batches)"
+                )
+        else:
+            drain = self.drain_seconds or 0.0
+            lines.append(
+                f"handled: marker batch acked on every connection {drain * 1e3:.1f} ms after "
+                f"the last frame ({self.marker_readings} marker reading(s) also reach the sinks)"
+            )
+        percent = 100 * self.cpu_seconds / self.elapsed if self.elapsed else 0.0
+        lines.append(
+            f"bench CPU: {self.cpu_seconds:.3f} s ({self.cpu_us_per_reading:.2f} µs/reading, "
+            f"{percent:.0f}% of one core)"
+        )
+        return "\n".join(lines)
+
+
+def percentiles(samples: Sequence[float]) -> dict[str, float]:
+    """p50, p90, p99 and max (nearest rank) of ``samples``, plus their count."""
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    n = len(ordered)
+
+    def rank(p: float) -> float:
+        return ordered[min(n - 1, max(0, math.ceil(p * n) - 1))]
+
+    return {
+        "p50": rank(0.50),
+        "p90": rank(0.90),
+        "p99": rank(0.99),
+        "max": ordered[-1],
+        "count": float(n),
+    }
+
+
+# --- payloads --------------------------------------------------------------------------------
+
+
+def sample_reading(i: int, ts: str) -> dict[str, Any]:
+    """Reading number ``i`` of the pool: ~150 bytes of JSON, like the issue describes."""
+    return {
+        "sensor": f"greenhouse-{i % 50}/soil-{i % 7}",
+        "metric": "moisture",
+        "value": 41.25 + i % 100,
+        "unit": "%",
+        "ts": ts,
+        "tags": {"site": "north", "rack": f"r{i % 9}"},
+    }
+
+
+def encode_readings(count: int, ts: str | None = None) -> list[bytes]:
+    """``count`` pool readings as compact UTF-8 JSON, stamped ``ts`` (default: now)."""
+    if ts is None:
+        now = datetime.now(UTC)
+        ts = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    return [json.dumps(sample_reading(i, ts), separators=(",", ":")).encode() for i in range(count)]
+
+
+class Payloads:
+    """The pre-encoded bytes every connection sends."""
+
+    def __init__(self, readings: list[bytes]) -> None:
+        self.readings = readings
+        self.frames = [encode_frame(r) for r in readings]
+        #: All frames back to back, and where each starts (one extra offset: the end).
+        self.block = b"".join(self.frames)
+        self.offsets = [0]
+        for frame_ in self.frames:
+            self.offsets.append(self.offsets[-1] + len(frame_))
+        self._arrays: dict[int, bytes] = {}
+
+    def array(self, count: int) -> bytes:
+        """The JSON array of the first ``count`` readings (cached)."""
+        cached = self._arrays.get(count)
+        if cached is None:
+            cached = b"[" + b",".join(self.readings[:count]) + b"]"
+            self._arrays[count] = cached
+        return cached
+
+    def loose(self, start: int, count: int) -> list[bytes]:
+        """``count`` fire-and-forget frames starting at pool index ``start`` (wrapping)."""
+        pieces: list[bytes] = []
+        n = len(self.frames)
+        start %= n
+        while count > 0:
+            take = min(count, n - start)
+            if start == 0 and take == n:
+                pieces.append(self.block)
+            else:
+                pieces.append(self.block[self.offsets[start] : self.offsets[start + take]])
+            count -= take
+            start = 0
+        return pieces
+
+
+def batch_frame(payloads: Payloads, seq: int, count: int) -> bytes:
+    """A ``batch`` frame of the first ``count`` pool readings."""
+    payload = b'{"type":"batch","seq":%d,"readings":%s}' % (seq, payloads.array(count))
+    return encode_frame(payload)
+
+
+# --- one connection --------------------------------------------------------------------------
+
+
+@dataclass
+class _ConnStats:
+    readings: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    nacks: int = 0
+    markers: int = 0
+    bytes_sent: int = 0
+    latencies: list[float] = field(default_factory=list)
+    finished_at: float = 0.0
+    drain: float = 0.0
+
+
+class _Connection:
+    """One bench connection: open, (hello), send its share, wait for its acks."""
+
+    def __init__(self, opts: BenchOptions, index: int, share: int | None, payloads: Payloads):
+        self.opts = opts
+        self.index = index
+        self.share = share  # readings to send; None: until the deadline
+        self.payloads = payloads
+        self.agent = f"{opts.agent_prefix}-{index}"
+        self.stats = _ConnStats()
+        self.decoder = FrameDecoder()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.window = 8
+        self._messages: list[dict[str, Any]] = []
+
+    async def open(self) -> None:
+        try:
+            self.reader, self.writer = await asyncio.open_connection(self.opts.host, self.opts.port)
+        except OSError as exc:
+            raise BenchError(
+                f"cannot connect to {self.opts.host}:{self.opts.port}: {exc.strerror or exc}"
+            ) from None
+
+    def _write(self, data: bytes) -> None:
+        assert self.writer is not None
+        self.writer.write(data)
+        self.stats.bytes_sent += len(data)
+
+    async def hello(self) -> None:
+        hello: dict[str, Any] = {"type": "hello", "agent": self.agent, "protocol": 1}
+        if self.opts.token is not None:
+            hello["token"] = self.opts.token
+        self._write(encode_frame(json.dumps(hello).encode()))
+        welcome = await self._next_message()
+        if welcome.get("type") != "welcome":
+            raise BenchError(f"{self.agent}: expected welcome, got {_describe(welcome)}")
+        self.window = min(int(welcome.get("window", 8)), self.opts.window or 1 << 30)
+
+    async def _next_message(self) -> dict[str, Any]:
+        assert self.reader is not None
+        while not self._messages:
+            try:
+                async with asyncio.timeout(self.opts.timeout):
+                    data = await self.reader.read(65536)
+            except TimeoutError:
+                raise BenchError(
+                    f"{self.agent}: no reply from the collector in {self.opts.timeout:g} s"
+                ) from None
+            if not data:
+                raise BenchError(f"{self.agent}: the collector closed the connection")
+            self._messages.extend(json.loads(p) for p in self.decoder.feed(data) if p)
+        return self._messages.pop(0)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    # --- fire-and-forget -------------------------------------------------------------------
+
+    async def run_loose(self, start: float, deadline: float | None) -> None:
+        assert self.writer is not None
+        rate = self.opts.rate / self.opts.connections if self.opts.rate else None
+        frame_size = max(1, len(self.payloads.block) // len(self.payloads.frames))
+        per_write = max(1, WRITE_CHUNK // frame_size)
+        sent = 0
+        while self.share is None or sent < self.share:
+            now = time.perf_counter()
+            if deadline is not None and now >= deadline:
+                break
+            if rate is None:
+                count = per_write
+            else:
+                count = int((now - start) * rate) - sent
+                if count <= 0:
+                    await asyncio.sleep(min(TICK, (sent + 1) / rate - (now - start)))
+                    continue
+            if self.share is not None:
+                count = min(count, self.share - sent)
+            for piece in self.payloads.loose(sent, count):
+                self._write(piece)
+            sent += count
+            await self._drain()
+        self.stats.readings = sent
+        last_frame = time.perf_counter()
+        await self.hello()
+        self._write(batch_frame(self.payloads, 0, 1))
+        self.stats.markers = 1
+        ack = await self._next_message()
+        if ack.get("type") != "ack":
+            raise BenchError(f"{self.agent}: marker batch got {_describe(ack)}")
+        self.stats.finished_at = time.perf_counter()
+        self.stats.drain = self.stats.finished_at - last_frame
+
+    async def _drain(self) -> None:
+        assert self.writer is not None
+        try:
+            async with asyncio.timeout(self.opts.timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            raise BenchError(
+                f"{self.agent}: the collector took nothing for {self.opts.timeout:g} s"
+            ) from None
+        except ConnectionError as exc:
+            raise BenchError(f"{self.agent}: connection lost: {exc}") from None
+
+    # --- batched ---------------------------------------------------------------------------
+
+    async def run_batched(self, start: float, deadline: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        size = self.opts.batch
+        rate = self.opts.rate / self.opts.connections if self.opts.rate else None
+        inflight: dict[int, tuple[bytes, int, float]] = {}  # seq -> (frame, readings, sent at)
+        slots = asyncio.Semaphore(self.window)
+        done_sending = asyncio.Event()
+        all_acked = asyncio.Event()
+        failure: list[BaseException] = []
+
+        def settle() -> None:
+            if done_sending.is_set() and not inflight:
+                all_acked.set()
+
+        async def receive() -> None:
+            try:
+                while not all_acked.is_set():
+                    message = await self._next_message()
+                    kind = message.get("type")
+                    if kind == "ack":
+                        entry = inflight.pop(int(message["seq"]), None)
+                        if entry is None:
+                            continue
+                        self.stats.latencies.append(time.perf_counter() - entry[2])
+                        self.stats.accepted += int(message.get("accepted", 0))
+                        self.stats.rejected += len(message.get("rejected", []))
+                        slots.release()
+                        settle()
+                    elif kind == "nack":
+                        self.stats.nacks += 1
+                        seq = int(message["seq"])
+                        delay = int(message.get("retry_after_ms", 1000)) / 1000
+                        loop.call_later(delay, self._resend, inflight, seq)
+                    else:  # goaway or error: this bench cannot go on
+                        raise BenchError(f"{self.agent}: collector sent {_describe(message)}")
+            except BaseException as exc:
+                failure.append(exc)
+                all_acked.set()
+                for _ in range(self.window):  # wake the sender if it waits for a slot
+                    slots.release()
+                raise
+
+        receiver = asyncio.create_task(receive())
+        seq = sent = 0
+        try:
+            while (self.share is None or sent < self.share) and not failure:
+                now = time.perf_counter()
+                if deadline is not None and now >= deadline:
+                    break
+                count = size if self.share is None else min(size, self.share - sent)
+                if rate is not None:
+                    due = start + sent / rate
+                    if due > now:
+                        await asyncio.sleep(due - now)
+                        continue
+                try:
+                    async with asyncio.timeout(self.opts.timeout):
+                        await slots.acquire()
+                except TimeoutError:
+                    raise BenchError(
+                        f"{self.agent}: no ack in {self.opts.timeout:g} s with the window full"
+                    ) from None
+                if failure:
+                    break
+                frame_ = batch_frame(self.payloads, seq, count)
+                inflight[seq] = (frame_, count, time.perf_counter())
+                self._write(frame_)
+                seq += 1
+                sent += count
+                if self.writer is not None and self.writer.transport.get_write_buffer_size():
+                    await self._drain()
+            self.stats.readings = sent
+            done_sending.set()
+            settle()
+            await all_acked.wait()
+        finally:
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
+        if failure and not isinstance(failure[0], asyncio.CancelledError):
+            raise failure[0]
+        self.stats.finished_at = time.perf_counter()
+
+    def _resend(self, inflight: dict[int, tuple[bytes, int, float]], seq: int) -> None:
+        entry = inflight.get(seq)
+        if entry is not None and self.writer is not None and not self.writer.is_closing():
+            self._write(entry[0])
+
+
+def _describe(message: dict[str, Any]) -> str:
+    kind = message.get("type")
+    detail = message.get("detail") or message.get("reason") or ""
+    code = message.get("code")
+    return " ".join(str(part) for part in (kind, code, detail) if part)
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def _shares(opts: BenchOptions) -> list[int | None]:
+    if opts.readings is None:
+        return [None] * opts.connections
+    base, extra = divmod(opts.readings, opts.connections)
+    return [base + (1 if i < extra else 0) for i in range(opts.connections)]
+
+
+async def run_bench(opts: BenchOptions, payloads: Payloads | None = None) -> BenchResult:
+    """Run one bench against the collector at ``opts.host:opts.port``; raise :class:`BenchError`."""
+    payloads = payloads or Payloads(encode_readings(max(POOL, opts.batch)))
+    conns = [_Connection(opts, i, share, payloads) for i, share in enumerate(_shares(opts))]
+    try:
+        try:
+            async with asyncio.timeout(opts.timeout):
+                await asyncio.gather(*(c.open() for c in conns))
+                if opts.batch:
+                    await asyncio.gather(*(c.hello() for c in conns))
+        except TimeoutError:
+            raise BenchError(f"connecting took more than {opts.timeout:g} s") from None
+        cpu_before = time.process_time()
+        start = time.perf_counter()
+        deadline = start + opts.duration if opts.duration is not None else None
+        if opts.batch:
+            await asyncio.gather(*(c.run_batched(start, deadline) for c in conns))
+        else:
+            await asyncio.gather(*(c.run_loose(start, deadline) for c in conns))
+        elapsed = max(c.stats.finished_at for c in conns) - start
+        cpu = time.process_time() - cpu_before
+    finally:
+        for conn in conns:
+            conn.close()
+    latencies = [s * 1e3 for c in conns for s in c.stats.latencies]
+    return BenchResult(
+        connections=opts.connections,
+        batch=opts.batch,
+        readings=sum(c.stats.readings for c in conns),
+        accepted=sum(c.stats.accepted for c in conns),
+        rejected=sum(c.stats.rejected for c in conns),
+        nacks=sum(c.stats.nacks for c in conns),
+        marker_readings=sum(c.stats.markers for c in conns),
+        bytes_sent=sum(c.stats.bytes_sent for c in conns),
+        elapsed=elapsed,
+        cpu_seconds=cpu,
+        latency_ms=percentiles(latencies),
+        drain_seconds=None if opts.batch else max(c.stats.drain for c in conns),
+    )

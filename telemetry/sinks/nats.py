@@ -1,0 +1,168 @@
+"""The ``nats`` sink: one JetStream message per reading, deduplicated by ``Nats-Msg-Id``.
+
+How this works: :meth:`NatsSink.start` connects (nats-py keeps reconnecting on its own after
+that) and, with ``create_stream``, creates the stream when it does not exist. A batch is
+published all at once with JetStream async publishes; ``write()`` returns when every message
+has its PubAck (the stream has stored it), and raises :class:`TransientSinkError` when one
+fails or ``ack_timeout`` passes first (connection lost, server down, stream unavailable).
+
+The reading id is the message's ``Nats-Msg-Id`` header: when the pipeline resends a batch,
+or an agent resends a batch whose ack was lost, JetStream drops the copies it has already
+stored within the stream's ``duplicate_window``. Fire-and-forget readings carry no id and are
+not deduplicated.
+
+Subjects come from the ``subject`` template; values are escaped so that a sensor name cannot
+add tokens or wildcards (``telemetry.sinks._template``). The payload is ``Record.to_json()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import PubAck, StreamConfig
+
+from telemetry.config import NatsSinkConfig
+from telemetry.log import get_logger
+from telemetry.sinks._template import Template, escape_nats, nats_subject_matches
+from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
+
+log = get_logger("telemetry.sinks.nats")
+
+MSG_ID = "Nats-Msg-Id"
+#: Async publishes in flight at once (nats-py's own default is 4000).
+MAX_PENDING = 20_000
+
+
+class NatsSink:
+    """Publishes each batch concurrently to JetStream and waits for every PubAck."""
+
+    def __init__(self, config: NatsSinkConfig) -> None:
+        self.name = config.name or config.type
+        self.config = config
+        self.subject = Template(config.subject, escape_nats)
+        self.duplicates = 0  # PubAcks that said "duplicate": copies JetStream dropped
+        self._nc: NatsClient | None = None
+        self._js: JetStreamContext | None = None
+
+    async def start(self) -> None:
+        """Connect and make sure the stream exists; raise when that fails."""
+        if self._nc is not None:
+            return
+        config = self.config
+        sample = self.subject.sample()
+        if config.create_stream and not any(
+            nats_subject_matches(sample, pattern) for pattern in config.subjects
+        ):
+            raise PermanentSinkError(
+                f"nats sink {self.name}: subject template {config.subject!r} is outside the "
+                f"stream's subjects {config.subjects}"
+            )
+        nc = NatsClient()
+        try:
+            async with asyncio.timeout(config.connect_timeout):
+                await nc.connect(
+                    servers=config.servers,
+                    name=f"telemetry-sink-{self.name}",
+                    user=config.user,
+                    password=config.password.get_secret_value() if config.password else None,
+                    token=config.token.get_secret_value() if config.token else None,
+                    connect_timeout=max(1, int(config.connect_timeout)),
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,  # keep trying; writes fail meanwhile
+                    reconnect_time_wait=1,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+            js = nc.jetstream(publish_async_max_pending=MAX_PENDING)
+            if config.create_stream:
+                await self._ensure_stream(js)
+        except BaseException as exc:
+            await _close_quietly(nc)
+            if isinstance(exc, Exception) and not isinstance(exc, PermanentSinkError):
+                raise TransientSinkError(
+                    f"nats sink {self.name}: cannot start on {config.servers}: {exc!r}"
+                ) from exc
+            raise
+        self._nc, self._js = nc, js
+        log.info("nats_sink_started", sink=self.name, stream=config.stream)
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        config = self.config
+        try:
+            await js.stream_info(config.stream)
+            return  # an existing stream is the operator's: left as it is
+        except nats.js.errors.NotFoundError:
+            pass
+        await js.add_stream(
+            StreamConfig(
+                name=config.stream,
+                subjects=list(config.subjects),
+                duplicate_window=config.duplicate_window,
+            )
+        )
+        log.info("nats_stream_created", sink=self.name, stream=config.stream)
+
+    async def write(self, batch: Sequence[Record]) -> None:
+        """Publish every record and wait for all PubAcks (or fail the whole batch)."""
+        js = self._js
+        if js is None:
+            raise TransientSinkError("nats sink is not started")
+        render = self.subject.render
+        stream = self.config.stream
+        futures: list[asyncio.Future[PubAck]] = []
+        try:
+            async with asyncio.timeout(self.config.ack_timeout):
+                for record in batch:
+                    headers = {MSG_ID: record.id} if record.id is not None else None
+                    future = await js.publish_async(
+                        render(record),
+                        record.to_json().encode("utf-8"),
+                        stream=stream,
+                        headers=headers,
+                    )
+                    futures.append(future)
+                acks = await asyncio.gather(*futures)
+        except TimeoutError as exc:
+            raise TransientSinkError(
+                f"nats: no PubAck for {sum(not f.done() for f in futures)} of {len(batch)} "
+                f"messages within {self.config.ack_timeout} s"
+            ) from exc
+        except nats.errors.MaxPayloadError as exc:
+            raise PermanentSinkError(f"nats rejected a message: {exc!r}") from exc
+        except (nats.errors.Error, OSError) as exc:
+            raise TransientSinkError(f"nats publish failed: {exc!r}") from exc
+        finally:
+            for future in futures:  # free their slots in nats-py's pending limit
+                if not future.done():
+                    future.cancel()
+        self.duplicates += sum(1 for ack in acks if ack.duplicate)
+
+    async def close(self) -> None:
+        """Drain and close the connection; idempotent."""
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None:
+            await _close_quietly(nc)
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("nats_error", sink=self.name, error=repr(exc))
+
+    async def _on_disconnected(self) -> None:
+        if self._nc is not None:  # not our own close()
+            log.warning("nats_disconnected", sink=self.name)
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats_reconnected", sink=self.name)
+
+
+async def _close_quietly(nc: NatsClient) -> None:
+    try:
+        async with asyncio.timeout(5):
+            await nc.close()
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        log.debug("nats_close_failed", error=repr(exc))

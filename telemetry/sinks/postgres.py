@@ -1,0 +1,236 @@
+"""The ``postgres`` sink: readings in a PostgreSQL table, idempotent on the reading id.
+
+How this works: :meth:`PostgresSink.start` opens an asyncpg pool and, with ``create_table``,
+creates the schema and the table (the sqlite sink's columns, in PostgreSQL types). Every pooled
+connection gets a temporary staging table (``ON COMMIT DELETE ROWS``) when it is opened. A
+batch is one transaction on one connection: ``COPY`` the rows into the staging table (binary
+protocol, fast), then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` into the table, so a
+resent reading (same id) is stored once, and ``write()`` returns after ``COMMIT``.
+
+Fire-and-forget readings have a NULL id; PostgreSQL lets any number of NULLs share a unique
+column, so they are all kept.
+
+Where the TimescaleDB extension is installed in the database (``hypertable = true``), a newly
+created table becomes a hypertable on ``ts``. TimescaleDB requires unique keys to include the
+partitioning column, so there the key is ``(id, ts)``: a resend of a reading that carries its
+own ``ts`` is still stored once.
+
+A connection lost mid-batch (server restart, ``pg_terminate_backend``) rolls the transaction
+back and raises :class:`TransientSinkError`; the pool replaces the connection on the next
+acquire and the pipeline retries the batch. Data the server refuses raises
+:class:`PermanentSinkError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from telemetry.config import PostgresSinkConfig
+from telemetry.log import get_logger
+from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
+
+log = get_logger("telemetry.sinks.postgres")
+
+COLUMNS = ("id", "agent", "sensor", "metric", "value", "unit", "ts", "tags", "received_at")
+STAGE = "telemetry_stage"
+_COLUMN_TYPES = """
+    id          text,
+    agent       text NOT NULL,
+    sensor      text NOT NULL,
+    metric      text,
+    value       double precision NOT NULL,
+    unit        text,
+    ts          timestamptz NOT NULL,
+    tags        jsonb NOT NULL DEFAULT '{}',
+    received_at timestamptz NOT NULL"""
+
+#: SQLSTATE classes worth retrying: connection (08), transaction rollback (40: serialization,
+#: deadlock), insufficient resources (53), operator intervention (57: shutdown, terminated
+#: backend, cancelled), system error (58). Any other server error is about the data or the
+#: schema (22 data, 23 constraint, 42 syntax or access...) and will fail again.
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier (the config already restricts its characters)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_ddl(schema: str, table: str, *, hypertable: bool) -> list[str]:
+    """The statements that create the schema and the table, for a plain or a hyper table."""
+    qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
+    key = "(id, ts)" if hypertable else "(id)"
+    statements = [
+        f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}",
+        f"CREATE TABLE IF NOT EXISTS {qualified} ({_COLUMN_TYPES},\n"
+        f"    CONSTRAINT {quote_ident(table + '_id_key')} UNIQUE {key}\n)",
+        f"CREATE INDEX IF NOT EXISTS {quote_ident(table + '_sensor_ts')} "
+        f"ON {qualified} (sensor, ts)",
+    ]
+    if hypertable:
+        statements.append(
+            f"SELECT create_hypertable('{qualified}', 'ts', if_not_exists => TRUE, "
+            "migrate_data => TRUE)"
+        )
+    return statements
+
+
+def insert_sql(schema: str, table: str, conflict: str) -> str:
+    """Move the staged rows into the table, skipping ids it already holds."""
+    columns = ", ".join(COLUMNS)
+    return (
+        f"INSERT INTO {quote_ident(schema)}.{quote_ident(table)} ({columns}) "
+        f"SELECT {columns} FROM pg_temp.{STAGE} ON CONFLICT {conflict} DO NOTHING"
+    )
+
+
+async def timescaledb_installed(conn: asyncpg.Connection) -> bool:
+    """True when the TimescaleDB extension is installed in the connection's database."""
+    found = await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+    return found is not None
+
+
+def _row(record: Record) -> tuple[Any, ...]:
+    return (
+        record.id,
+        record.agent,
+        record.sensor,
+        record.metric,
+        record.value,
+        record.unit,
+        record.ts,
+        json.dumps(record.tags, ensure_ascii=False, separators=(",", ":")),
+        record.received_at,
+    )
+
+
+def classify(exc: BaseException, action: str) -> TransientSinkError | PermanentSinkError:
+    """The sink error an asyncpg/OS failure maps to."""
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        message = f"postgres {action} failed: {type(exc).__name__} [{sqlstate}] {exc}"
+        if sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES or not sqlstate:
+            return TransientSinkError(message)
+        return PermanentSinkError(message)
+    # InterfaceError (connection closed/lost), OSError (refused, reset), timeouts.
+    return TransientSinkError(f"postgres {action} failed: {type(exc).__name__}: {exc}")
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Once per pooled connection: the staging table lives as long as the session, and
+    # ON COMMIT DELETE ROWS empties it at the end of every batch's transaction.
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} ({_COLUMN_TYPES}) ON COMMIT DELETE ROWS"
+    )
+
+
+class PostgresSink:
+    """Writes each batch with COPY + INSERT ... ON CONFLICT DO NOTHING in one transaction."""
+
+    def __init__(self, config: PostgresSinkConfig) -> None:
+        self.name = config.name or config.type
+        self.config = config
+        self.schema = config.schema_
+        self.table = config.table
+        self.hypertable = False  # set at start: True when the table is a TimescaleDB hypertable
+        self._insert = insert_sql(self.schema, self.table, "(id)")
+        self._pool: asyncpg.Pool | None = None
+
+    def dsn(self) -> str | None:
+        """The configured DSN, else ``TELEMETRY_POSTGRES_DSN``, else None (libpq env vars)."""
+        if self.config.dsn is not None:
+            return self.config.dsn.get_secret_value()
+        return os.environ.get("TELEMETRY_POSTGRES_DSN") or None
+
+    async def start(self) -> None:
+        """Open the pool and create the table when missing; raise when PostgreSQL refuses."""
+        if self._pool is not None:
+            return
+        config = self.config
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn(),
+                min_size=config.pool_min,
+                max_size=config.pool_max,
+                timeout=config.connect_timeout,
+                init=_init_connection,
+                server_settings={"application_name": f"telemetry-sink-{self.name}"},
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise classify(exc, "connect") from exc
+        try:
+            async with pool.acquire(timeout=config.connect_timeout) as conn:
+                await self._prepare_table(conn)
+        except BaseException as exc:
+            await pool.close()
+            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+                raise classify(exc, "table setup") from exc
+            raise
+        self._pool = pool
+        log.info(
+            "postgres_sink_started",
+            sink=self.name,
+            table=f"{self.schema}.{self.table}",
+            hypertable=self.hypertable,
+        )
+
+    async def _prepare_table(self, conn: asyncpg.Connection) -> None:
+        timescale = self.config.hypertable and await timescaledb_installed(conn)
+        if self.config.create_table:
+            async with conn.transaction():
+                # Collectors starting together would race in CREATE ... IF NOT EXISTS (it is
+                # not atomic in PostgreSQL): one creates, the others wait here, then see it.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext($1))",
+                    f"telemetry:{self.schema}.{self.table}",
+                )
+                for statement in table_ddl(self.schema, self.table, hypertable=timescale):
+                    await conn.execute(statement)
+        # An existing table decides for itself: a hypertable keys on (id, ts).
+        self.hypertable = timescale and await self._is_hypertable(conn)
+        self._insert = insert_sql(
+            self.schema, self.table, "(id, ts)" if self.hypertable else "(id)"
+        )
+
+    async def _is_hypertable(self, conn: asyncpg.Connection) -> bool:
+        found = await conn.fetchval(
+            "SELECT 1 FROM timescaledb_information.hypertables "
+            "WHERE hypertable_schema = $1 AND hypertable_name = $2",
+            self.schema,
+            self.table,
+        )
+        return found is not None
+
+    async def write(self, batch: Sequence[Record]) -> None:
+        """Insert the batch in one transaction; duplicate ids are skipped."""
+        pool = self._pool
+        if pool is None:
+            raise TransientSinkError("postgres sink is not started")
+        rows = [_row(record) for record in batch]
+        try:
+            async with (
+                pool.acquire(timeout=self.config.connect_timeout) as conn,
+                conn.transaction(),
+            ):
+                await conn.copy_records_to_table(
+                    STAGE, records=rows, columns=COLUMNS, schema_name="pg_temp"
+                )
+                await conn.execute(self._insert)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise classify(exc, "write") from exc
+
+    async def close(self) -> None:
+        """Close the pool (waits for a write in progress); idempotent."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                async with asyncio.timeout(self.config.connect_timeout):
+                    await pool.close()
+            except TimeoutError:
+                pool.terminate()

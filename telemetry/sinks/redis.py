@@ -1,0 +1,95 @@
+"""The ``redis`` sink: one stream entry per reading (``XADD``), one transaction per batch.
+
+How this works: :meth:`RedisSink.start` connects and checks the server with ``PING``. A batch
+is sent as one pipeline wrapped in ``MULTI``/``EXEC``: either every reading of the batch is
+appended or none is, so a retried batch is not half duplicated. Each entry has one field,
+``data``, holding ``Record.to_json()``. With ``maxlen`` the stream is trimmed to about that
+many entries (``XADD ... MAXLEN ~ N``, which trims whole radix-tree nodes: cheap).
+
+The client's own retries are turned off: a lost connection raises
+:class:`TransientSinkError` and the pipeline decides when to retry; the next command opens a
+fresh connection. Redis has no idempotency key for ``XADD``: at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from telemetry.config import RedisSinkConfig
+from telemetry.log import get_logger
+from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
+
+log = get_logger("telemetry.sinks.redis")
+
+#: Error replies that say "not now" rather than "never" (memory full, loading, failover).
+TRANSIENT_REPLIES = ("OOM ", "LOADING ", "BUSY ", "TRYAGAIN ", "MASTERDOWN ", "READONLY ")
+
+
+class RedisSink:
+    """Appends each batch to a Redis stream in one MULTI/EXEC pipeline."""
+
+    def __init__(self, config: RedisSinkConfig) -> None:
+        self.name = config.name or config.type
+        self.config = config
+        self.stream = config.stream
+        self._client: aioredis.Redis | None = None
+
+    async def start(self) -> None:
+        """Connect and PING; raise :class:`TransientSinkError` when the server is unreachable."""
+        if self._client is not None:
+            return
+        config = self.config
+        client: aioredis.Redis = aioredis.Redis.from_url(
+            config.url,
+            password=config.password.get_secret_value() if config.password else None,
+            socket_timeout=config.timeout,
+            socket_connect_timeout=config.timeout,
+            retry=Retry(NoBackoff(), 0),
+            client_name=f"telemetry-sink-{self.name}",
+        )
+        try:
+            await client.ping()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            await client.aclose()
+            raise TransientSinkError(f"redis: cannot connect to {config.url}: {exc}") from exc
+        self._client = client
+        log.info("redis_sink_started", sink=self.name, stream=self.stream)
+
+    async def write(self, batch: Sequence[Record]) -> None:
+        """``XADD`` every record in one transaction; returns after ``EXEC``."""
+        client = self._client
+        if client is None:
+            raise TransientSinkError("redis sink is not started")
+        maxlen = self.config.maxlen
+        try:
+            async with client.pipeline(transaction=True) as pipe:
+                for record in batch:
+                    pipe.xadd(
+                        self.stream,
+                        {"data": record.to_json()},
+                        maxlen=maxlen,
+                        approximate=True,
+                    )
+                await pipe.execute()
+        except redis.exceptions.ResponseError as exc:  # WRONGTYPE, OOM with noeviction...
+            if any(code in str(exc) for code in TRANSIENT_REPLIES):
+                raise TransientSinkError(f"redis is busy: {exc}") from exc
+            raise PermanentSinkError(f"redis refused the batch: {exc}") from exc
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            raise TransientSinkError(f"redis write failed: {exc!r}") from exc
+
+    async def close(self) -> None:
+        """Close the connection pool; idempotent."""
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                async with asyncio.timeout(5):
+                    await client.aclose()
+            except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+                log.debug("redis_close_failed", sink=self.name, error=repr(exc))

@@ -1,0 +1,114 @@
+"""The live view: its hooks' state, /api/live with readings from real agents, the page."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import aiohttp
+
+from telemetry.collector import Collector
+from telemetry.collector.live import HISTORY_STEP, LiveView
+from telemetry.sinks.base import Record
+from tests.conftest import StartCollector
+from tests.support import RecordingSink, WireClient, http_get
+
+
+def record(sensor: str, value: float, agent: str = "a1", **tags: str) -> Record:
+    """A record as the connection code hands it to the hooks."""
+    now = datetime.now(UTC)
+    return Record(None, agent, sensor, value, now, now, unit="°C", tags=tags)
+
+
+def test_hooks_track_agents_rates_history_and_rejections() -> None:
+    """Readings count per agent, keep one history point per step, rejections keep reasons."""
+    live = LiveView()
+    live.agent_connected(1, "pi-1", "10.0.0.5:5000")
+    live.accepted(1, [record("s1", 1.0), record("s1", 2.0), record("s2", 5.0)])
+    live.rejected(1, "pi-1", ["value: must be a number, not a string"])
+    snap = live.snapshot({1})
+    [agent] = snap["agents"]
+    assert (agent["agent"], agent["peer"], agent["readings"]) == ("pi-1", "10.0.0.5:5000", 3)
+    assert agent["rate"] > 0
+    s1 = snap["sensors"][0]
+    assert (s1["sensor"], s1["value"], s1["unit"]) == ("s1", 2.0, "°C")
+    assert len(s1["history"]) == 1  # both readings fell in the same step: the last one kept
+    assert s1["history"][0][1] == 2.0
+    assert snap["rejections"][0]["errors"] == ["value: must be a number, not a string"]
+    assert snap["rejected_total"] == 1
+    live.agent_disconnected(1)
+    assert live.snapshot({1})["agents"] == []
+
+
+def test_history_one_point_per_step_and_snapshot_filters() -> None:
+    """A reading in a later step adds a point; a sensor glob and a limit narrow the list."""
+    live = LiveView()
+    live.accepted(1, [record("greenhouse-1", 1.0)])
+    state = live.sensors["greenhouse-1"]
+    state.history[0][0] -= HISTORY_STEP  # as if it came one step ago
+    live.accepted(1, [record("greenhouse-1", 3.0), record("shed", 0.0)])
+    assert [v for _, v in state.history] == [1.0, 3.0]
+    snap = live.snapshot(set(), sensor_glob="green*")
+    assert [s["sensor"] for s in snap["sensors"]] == ["greenhouse-1"]
+    assert snap["agents"] == []  # the fire-and-forget peer left: pruned
+    assert live.snapshot(None, limit=1)["sensors_total"] == 2
+
+
+async def _live(collector: Collector) -> dict[str, object]:
+    assert collector.http.port is not None
+    status, body = await http_get(collector.http.port, "/api/live")
+    assert status == 200
+    result: dict[str, object] = body
+    return result
+
+
+async def test_api_live_shows_agents_values_rejections_and_sinks(
+    start_collector: StartCollector, recording_sink: RecordingSink
+) -> None:
+    """With readings from a real agent connection /api/live shows what the page renders."""
+    collector = await start_collector(sinks=[recording_sink])
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello("greenhouse-2")
+    readings = [
+        {"sensor": "greenhouse-2/soil-3", "value": 41.25, "unit": "%", "metric": "moisture"},
+        {"sensor": "greenhouse-2/soil-3", "value": "wet"},
+    ]
+    await client.send({"type": "batch", "seq": 0, "readings": readings})
+    ack = await client.recv()
+    assert ack["accepted"] == 1
+    body = await _live(collector)
+    [agent] = body["agents"]  # type: ignore[misc]
+    assert agent["agent"] == "greenhouse-2"
+    assert agent["readings"] == 1
+    [sensor] = body["sensors"]  # type: ignore[misc]
+    assert (sensor["sensor"], sensor["value"], sensor["unit"]) == (
+        "greenhouse-2/soil-3",
+        41.25,
+        "%",
+    )
+    [rejection] = body["rejections"]  # type: ignore[misc]
+    assert rejection["agent"] == "greenhouse-2"
+    assert rejection["errors"] == ["value: must be a number, not a string"]
+    assert body["sinks"] == [
+        {"name": "recording", "healthy": True, "queued": 0, "written": 1, "dropped": 0}
+    ]
+    assert body["collector"]["ready"] is True  # type: ignore[index]
+    await client.close()
+
+
+async def test_page_is_served_with_a_strict_content_security_policy(
+    start_collector: StartCollector,
+) -> None:
+    """/ and /live serve the one HTML page; its CSP allows only its own script and origin."""
+    collector = await start_collector()
+    async with aiohttp.ClientSession() as session:
+        for path in ("/", "/live"):
+            async with session.get(f"http://127.0.0.1:{collector.http.port}{path}") as resp:
+                assert resp.status == 200
+                assert resp.content_type == "text/html"
+                page = await resp.text()
+                csp = resp.headers["Content-Security-Policy"]
+    assert "<title>telemetry · live</title>" in page
+    assert "connect-src 'self'" in csp
+    assert "script-src 'sha256-" in csp
+    assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")  # nothing external
