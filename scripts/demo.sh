@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
-RUN_FOR=${DEMO_SECONDS:-20}
+RUN_FOR=${DEMO_SECONDS:-60}
 DB=data/telemetry.db
 
 $BIN/telemetry collect --config config/collector.toml &
@@ -38,6 +38,7 @@ done
 
 $BIN/telemetry agent --config config/demo-agent.toml &
 agent=$!
+echo "== live view: http://127.0.0.1:7601/   tail: .venv/bin/telemetry tail --sensor 'greenhouse-*'"
 
 started=$(date +%s)
 while :; do
