@@ -33,7 +33,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from telemetry.agent.spool import SPOOL_FULL, SpooledBatch, log_dropped, restart_safe_seq
+from telemetry.agent.spool import (
+    SPOOL_FULL,
+    SpoolCounters,
+    SpooledBatch,
+    log_dropped,
+    restart_safe_seq,
+)
 from telemetry.log import get_logger
 
 try:
@@ -95,10 +101,11 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-class DiskSpool:
+class DiskSpool(SpoolCounters):
     """A :class:`~telemetry.agent.spool.Spool` in a SQLite file that survives the process."""
 
     durable = True
+    _dropped: dict[str, int]
 
     def __init__(
         self,
@@ -193,44 +200,12 @@ class DiskSpool:
     # --- Spool protocol -----------------------------------------------------------------
 
     @property
-    def next_seq(self) -> int:
-        return self._next_seq
-
-    @property
     def oldest_seq(self) -> int | None:
         return next(iter(self._index), None)
 
     @property
-    def readings(self) -> int:
-        return self._readings
-
-    @property
     def batches(self) -> int:
         return len(self._index)
-
-    @property
-    def bytes(self) -> int:
-        return self._bytes
-
-    @property
-    def spooled(self) -> int:
-        return self._spooled
-
-    @property
-    def acked(self) -> int:
-        return self._acked
-
-    @property
-    def rejected(self) -> int:
-        return self._rejected
-
-    @property
-    def dropped(self) -> int:
-        return sum(self._dropped.values())
-
-    @property
-    def dropped_by_reason(self) -> dict[str, int]:
-        return dict(self._dropped)
 
     def add(self, readings: list[dict[str, Any]]) -> SpooledBatch:
         self._check_open()

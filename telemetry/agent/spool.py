@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
@@ -177,7 +178,52 @@ def restart_safe_seq() -> int:
     return time.time_ns() // 1000
 
 
-class MemorySpool:
+class SpoolCounters:
+    """The counting half of :class:`Spool`, the same for every spool: a spool keeps these
+    fields up to date and inherits the properties that read them."""
+
+    _next_seq: int
+    _readings: int
+    _bytes: int
+    _spooled: int
+    _acked: int
+    _rejected: int
+    _dropped: Mapping[str, int]
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def readings(self) -> int:
+        return self._readings
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def spooled(self) -> int:
+        return self._spooled
+
+    @property
+    def acked(self) -> int:
+        return self._acked
+
+    @property
+    def rejected(self) -> int:
+        return self._rejected
+
+    @property
+    def dropped(self) -> int:
+        return sum(self._dropped.values())
+
+    @property
+    def dropped_by_reason(self) -> dict[str, int]:
+        return dict(self._dropped)
+
+
+class MemorySpool(SpoolCounters):
     """A :class:`Spool` in memory, bounded to ``max_readings`` readings and ``max_bytes``."""
 
     durable = False
@@ -205,44 +251,12 @@ class MemorySpool:
         self._dropped: Counter[str] = Counter()
 
     @property
-    def next_seq(self) -> int:
-        return self._next_seq
-
-    @property
     def oldest_seq(self) -> int | None:
         return next(iter(self._batches), None)
 
     @property
-    def readings(self) -> int:
-        return self._readings
-
-    @property
     def batches(self) -> int:
         return len(self._batches)
-
-    @property
-    def bytes(self) -> int:
-        return self._bytes
-
-    @property
-    def spooled(self) -> int:
-        return self._spooled
-
-    @property
-    def acked(self) -> int:
-        return self._acked
-
-    @property
-    def rejected(self) -> int:
-        return self._rejected
-
-    @property
-    def dropped(self) -> int:
-        return sum(self._dropped.values())
-
-    @property
-    def dropped_by_reason(self) -> dict[str, int]:
-        return dict(self._dropped)
 
     def _overflows(self, readings: int, size: int) -> bool:
         if self._readings + readings > self.max_readings:
