@@ -314,6 +314,12 @@ sleep 3  # the agents fail over to collector-2 and go on sending
 "${DC[@]}" stop agent-1 agent-2 >"$LOGS/stop-agents.log" 2>&1 || true
 check "agents: exit 0 on SIGTERM with every reading acked" \
   test "$(exit_code "$A1")" = 0 -a "$(exit_code "$A2")" = 0
+for c in "$A1" "$A2"; do  # on failure, show why: the last lines of the agent's log
+  if [ "$(exit_code "$c")" != 0 ]; then
+    echo "   agent container $c exited $(exit_code "$c"); last log lines:"
+    podman logs "$c" 2>&1 | tail -n 15 | cut -c1-400 | sed 's/^/   | /'
+  fi
+done
 "${DC[@]}" stop collector-2 >"$LOGS/stop-collector-2.log" 2>&1 || true
 check "collector-2: exits 0 and logs collector_stopped" \
   test "$(exit_code "$C2")" = 0 -a -n "$(stopped_event "$C2")"
