@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import structlog
 from pydantic import ValidationError
@@ -92,7 +94,22 @@ def cmd_agent(args: argparse.Namespace) -> int:
             "with [[sources]]",
             2,
         )
-    return run_async(lambda: run_agent(config))
+    status = run_async(lambda: run_agent(config))
+    _exit_now(status)
+
+
+def _exit_now(status: int) -> NoReturn:
+    """Leave the process at once, once everything is said and closed.
+
+    A name lookup still running in libuv's thread pool (a collector whose DNS name stopped
+    resolving) would otherwise hold the exit: libuv joins those threads when the process
+    ends, and a stuck lookup can take tens of seconds, past any stop timeout.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
 
 
 def _agent_config(args: argparse.Namespace) -> AgentConfig:
