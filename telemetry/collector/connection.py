@@ -86,7 +86,6 @@ class Connection:
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.agent: str | None = None
-        self.connected_at = datetime.now(UTC)
         self.decoder = FrameDecoder(self.config.max_frame_bytes)
         self._window = asyncio.Semaphore(self.config.window)
         self._inflight: set[asyncio.Task[None]] = set()

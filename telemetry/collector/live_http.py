@@ -101,7 +101,7 @@ class LiveRoutes:
                 "name": runner.name,
                 "healthy": runner.healthy,
                 "queued": runner.queued,
-                "written": getattr(runner, "written", None),
+                "written": runner.written,
                 "dropped": getattr(runner, "dropped", None),
             }
             for runner in collector.pipeline.runners
