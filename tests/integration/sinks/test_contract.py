@@ -10,8 +10,15 @@ import pytest
 
 from telemetry.collector.pipeline import Refusal, SinkRunner
 from telemetry.sinks.base import PermanentSinkError, Record, Sink, TransientSinkError
-from tests.integration.sinks.conftest import Backend, record, records
+from tests.integration.sinks.conftest import BACKENDS, DEDUPING, Backend, record, records
 from tests.support import timeout
+
+#: Sinks with something to open in start() (null and stdout have nothing).
+OPENING = [b for b in BACKENDS if b not in ("null", "stdout")]
+#: Sinks that keep what they are given (null keeps nothing).
+KEEPING = [b for b in BACKENDS if b != "null"]
+#: Sinks with a connection to a service that can drop it.
+NETWORKED = ["postgres", "nats", "mqtt", "redis"]
 
 
 class FlakySink:
@@ -105,19 +112,17 @@ async def test_a_restarted_sink_writes_again(backend: Backend):
         assert_each_once(ids, records(0, 30))
 
 
+@pytest.mark.parametrize("backend", OPENING, indirect=True)
 async def test_write_before_start_is_a_transient_error(backend: Backend):
     """A sink that is not started refuses a write with a retryable error, never silently."""
     sink = backend.make()
-    if backend.type in ("null", "stdout"):
-        pytest.skip(f"{backend.type} needs no start: it has nothing to open")
     with pytest.raises(TransientSinkError):
         await sink.write([record(0)])
 
 
+@pytest.mark.parametrize("backend", sorted(DEDUPING), indirect=True)
 async def test_duplicate_ids_are_stored_once_where_the_backend_can(backend: Backend):
     """Rewriting readings (a resent batch) stores each id once on postgres, sqlite and nats."""
-    if not backend.dedupes:
-        pytest.skip(f"{backend.type} has no idempotency key: at-least-once")
     sink = backend.make()
     await sink.start()
     await sink.write(records(0, 100))
@@ -131,10 +136,9 @@ async def test_duplicate_ids_are_stored_once_where_the_backend_can(backend: Back
     assert_each_once(await backend.stored(150), records(0, 150))
 
 
+@pytest.mark.parametrize("backend", KEEPING, indirect=True)
 async def test_readings_without_id_are_all_kept(backend: Backend):
     """Fire-and-forget readings (no id) are never taken for duplicates of each other."""
-    if backend.type == "null":
-        pytest.skip("null keeps nothing")
     sink = backend.make()
     await sink.start()
     await sink.write([record(i, rid=None) for i in range(5)])
@@ -142,11 +146,11 @@ async def test_readings_without_id_are_all_kept(backend: Backend):
     assert (await backend.stored(5)).count(None) == 5
 
 
+@pytest.mark.parametrize("backend", NETWORKED, indirect=True)
 async def test_recovers_when_the_backend_drops_the_connection(backend: Backend):
     """After the backend drops the sink's connections mid-stream, the pipeline's retry gets
     the next batches through and nothing written before or after is lost."""
-    if backend.drop is None:
-        pytest.skip(f"{backend.type} has no connection to drop")
+    assert backend.drop is not None
     config = backend.config(retry_deadline=timeout(20), flush_interval=0)
     runner = SinkRunner(backend.make(), config)
     await runner.start()
