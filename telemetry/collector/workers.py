@@ -9,7 +9,9 @@ a port chosen by the supervisor). The supervisor serves the configured HTTP port
 - ``/healthz``: 200 while every worker process is alive;
 - ``/readyz``: 200 while every worker is ready (each is asked);
 - ``/metrics``: every worker's metrics, each sample labelled ``worker="<i>"``;
-- anything else (the live view): passed to worker 0.
+- ``/api/live``: every worker's live state merged (agents, sensors, rejections, sinks);
+- ``/api/tail``: every worker's stream of readings, interleaved event by event;
+- anything else (the live page itself): passed to worker 0.
 
 SIGTERM/SIGINT are forwarded to every worker, which drains as a single collector does; the
 supervisor exits 0 when every worker did. A worker that dies after start-up is restarted after
@@ -26,6 +28,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -43,6 +46,7 @@ log = get_logger("telemetry.workers")
 #: Set in a worker's environment: its index, bound into its log lines as ``worker``.
 WORKER_ENV = "TELEMETRY_WORKER_INDEX"
 STARTUP_TIMEOUT = 30.0
+MAX_MERGED_REJECTIONS = 100
 RESTART_DELAY = 1.0
 
 
@@ -91,6 +95,53 @@ class _WorkerMetrics(PromCollector):
                         sample.name, {**sample.labels, "worker": str(index)}, sample.value
                     )
         yield from merged.values()
+
+
+def merge_live(states: list[dict[str, Any]], supervisor: Supervisor) -> dict[str, Any]:
+    """One live state from the workers' (``/api/live``): what a single collector would show."""
+    sensors: dict[str, dict[str, Any]] = {}
+    for state in states:
+        for sensor in state.get("sensors", []):
+            known = sensors.get(sensor["sensor"])
+            if known is None or sensor.get("seen", 0) > known.get("seen", 0):
+                sensors[sensor["sensor"]] = sensor
+    sinks: dict[str, dict[str, Any]] = {}
+    for state in states:
+        for sink in state.get("sinks", []):
+            total = sinks.setdefault(
+                sink["name"],
+                {"name": sink["name"], "healthy": True, "queued": 0, "written": 0, "dropped": 0},
+            )
+            total["healthy"] = total["healthy"] and sink.get("healthy", False)
+            for key in ("queued", "written", "dropped"):
+                total[key] += sink.get(key) or 0
+    rejections = sorted(
+        (r for state in states for r in state.get("rejections", [])),
+        key=lambda r: r.get("at", 0),
+        reverse=True,
+    )
+    return {
+        "now": max(state.get("now", 0) for state in states),
+        "history_seconds": states[0].get("history_seconds"),
+        "agents": sorted(
+            (a for state in states for a in state.get("agents", [])),
+            key=lambda a: (a.get("agent", ""), a.get("peer", "")),
+        ),
+        "sensors": [sensors[name] for name in sorted(sensors)],
+        "sensors_total": len(sensors),
+        "sensors_untracked_readings": sum(s.get("sensors_untracked_readings", 0) for s in states),
+        "rejected_total": sum(state.get("rejected_total", 0) for state in states),
+        "rejections": rejections[:MAX_MERGED_REJECTIONS],
+        "tail_subscribers": sum(state.get("tail_subscribers", 0) for state in states),
+        "collector": {
+            "id": supervisor.config.collector.id,
+            "state": "draining" if supervisor.stopping else "serving",
+            "ready": all(s.get("collector", {}).get("ready", False) for s in states)
+            and len(states) == len(supervisor.workers),
+            "workers": len(supervisor.workers),
+        },
+        "sinks": list(sinks.values()),
+    }
 
 
 class Supervisor:
@@ -227,6 +278,8 @@ class Supervisor:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_handler)
+        app.router.add_get("/api/live", self._live)
+        app.router.add_get("/api/tail", self._tail)
         app.router.add_route("GET", "/{tail:.*}", self._to_worker_0)
         self._http = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._http.setup()
@@ -270,6 +323,61 @@ class Supervisor:
         self._metrics.texts = {index: text for index, text in texts if text is not None}
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def _live(self, request: web.Request) -> web.Response:
+        async def fetch(worker: Worker) -> dict[str, Any] | None:
+            assert self._session is not None
+            url = f"{worker.base_url}/api/live?{request.query_string}"
+            try:
+                async with self._session.get(url) as resp:
+                    if resp.status != 200:
+                        return None
+                    state: dict[str, Any] = await resp.json()
+                    return state
+            except (aiohttp.ClientError, ValueError):
+                return None
+
+        states = [s for s in await asyncio.gather(*(fetch(w) for w in self.workers)) if s]
+        if not states:
+            return web.json_response({"error": "no worker answered"}, status=502)
+        return web.json_response(merge_live(states, self), headers={"Cache-Control": "no-cache"})
+
+    async def _tail(self, request: web.Request) -> web.StreamResponse:
+        """Every worker's tail stream, forwarded event by event (never half an event)."""
+        assert self._session is not None
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        lock = asyncio.Lock()
+        no_timeout = aiohttp.ClientTimeout(total=None)
+
+        async def relay(worker: Worker) -> None:
+            assert self._session is not None
+            url = f"{worker.base_url}/api/tail?{request.query_string}"
+            async with self._session.get(url, timeout=no_timeout) as upstream:
+                event: list[bytes] = []
+                async for line in upstream.content:
+                    event.append(line)
+                    if line in (b"\n", b"\r\n"):  # an event (or a comment) is complete
+                        async with lock:
+                            await response.write(b"".join(event))
+                        event = []
+
+        relays = [asyncio.create_task(relay(w)) for w in self.workers]
+        try:
+            await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
+        except (ConnectionError, aiohttp.ClientError):
+            pass
+        finally:
+            for task in relays:
+                task.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
+        return response
 
     async def _to_worker_0(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None

@@ -343,14 +343,14 @@ def test_workers_share_the_port_and_drain_together(tmp_path):
         async def send_twelve() -> None:
             for n in range(12):  # one connection each: the kernel spreads them over workers
                 section = AgentSection(id=f"a{n}", endpoints=[f"127.0.0.1:{port}"])
-                ack = await send_once(section, [{"sensor": "s", "value": n}], timeout(10))
+                ack = await send_once(section, [{"sensor": f"s{n}", "value": n}], timeout(10))
                 assert ack.accepted == 1
 
         asyncio.run(send_twelve())
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         acks = {
-            sample.labels["worker"]: sample.value
+            sample.labels.get("worker", text): sample.value
             for family in text_string_to_metric_families(text)
             for sample in family.samples
             if sample.name == "telemetry_acks_total"
@@ -358,13 +358,49 @@ def test_workers_share_the_port_and_drain_together(tmp_path):
         assert set(acks) == {"0", "1"}
         assert sum(acks.values()) == 12
         assert all(count > 0 for count in acks.values()), acks
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/live", timeout=5) as resp:
+            live = json.load(resp)
+        assert live["sensors_total"] == 12  # merged from both workers
+        assert live["collector"]["workers"] == 2
+        assert asyncio.run(tail_through_supervisor(http_port, port)) >= 2
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout(30)) == 0, log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
     database = sqlite3.connect(db)
-    assert database.execute("SELECT count(DISTINCT id) FROM readings").fetchone()[0] == 12
+    query = "SELECT count(DISTINCT id) FROM readings WHERE agent LIKE 'a%'"
+    assert database.execute(query).fetchone()[0] == 12
+
+
+async def tail_through_supervisor(http_port: int, port: int) -> int:
+    """Read the supervisor's /api/tail while readings arrive; how many came through."""
+    import aiohttp
+
+    received = 0
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{http_port}/api/tail?sensor=t*") as stream,
+    ):
+
+        async def keep_sending() -> None:
+            for n in range(100):  # new connections: the kernel spreads them over the workers
+                section = AgentSection(id=f"t{n}", endpoints=[f"127.0.0.1:{port}"])
+                await send_once(section, [{"sensor": f"t{n}", "value": n}], timeout(10))
+                await asyncio.sleep(0.05)
+
+        sender = asyncio.create_task(keep_sending())
+        try:
+            async with asyncio.timeout(timeout(20)):
+                async for line in stream.content:
+                    if line.startswith(b"data:"):
+                        assert json.loads(line[5:])["sensor"].startswith("t")
+                        received += 1
+                        if received == 4:
+                            break
+        finally:
+            sender.cancel()
+    return received
 
 
 def test_workers_fail_together_when_the_port_is_busy(tmp_path):
