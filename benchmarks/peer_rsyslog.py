@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -29,7 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import collector, effective_workers, free_port, loadavg, machine, tree_cpu, verdict
+from common import (
+    collector,
+    effective_workers,
+    free_port,
+    loadavg,
+    machine,
+    stop,
+    tree_cpu,
+    verdict,
+)
 from ingest import CONNECTIONS, HEADER, MODES, format_row, measure, pool
 
 from telemetry.bench import Payloads
@@ -124,12 +132,7 @@ def rsyslog() -> Iterator[Rsyslog]:
                     time.sleep(0.05)
             yield Rsyslog(proc.pid, port, out)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, 10)
 
 
 def octet_counted(payloads: Payloads) -> tuple[bytes, list[int]]:

@@ -171,14 +171,20 @@ class SqliteSinkConfig(SinkBase):
 TEMPLATE_FIELDS = ("agent", "sensor", "metric", "unit")
 
 
+def check_template(template: str, samples: dict[str, Any], *, what: str = "template") -> str:
+    """Fail at load time, not in the running sink or source, on a placeholder the template
+    cannot have: ``template`` is formatted with ``samples``, a value for each field it may use."""
+    try:
+        template.format(**samples)
+    except (KeyError, IndexError, ValueError) as exc:
+        allowed = ", ".join("{" + name + "}" for name in samples)
+        raise ValueError(f"{what} {template!r} may only use {allowed} ({exc!r})") from None
+    return template
+
+
 def _check_sink_template(template: str) -> str:
     """Refuse a template that names a field other than :data:`TEMPLATE_FIELDS`."""
-    try:
-        template.format(**{name: "x" for name in TEMPLATE_FIELDS})
-    except (KeyError, IndexError, ValueError) as exc:
-        allowed = ", ".join("{" + name + "}" for name in TEMPLATE_FIELDS)
-        raise ValueError(f"template {template!r} may only use {allowed} ({exc!r})") from None
-    return template
+    return check_template(template, dict.fromkeys(TEMPLATE_FIELDS, "x"))
 
 
 _SQL_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
@@ -495,14 +501,8 @@ class SimulatedSourceConfig(Strict):
     @field_validator("sensor")
     @classmethod
     def _sensor_template(cls, sensor: str) -> str:
-        # Fail at load time, not in the running source: only {agent} and {n} are known.
-        try:
-            sensor.format(agent="agent", n=1)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
-                f"sensor template {sensor!r} may only use {{agent}} and {{n}} ({exc!r})"
-            ) from None
-        return sensor
+        # {n} is a number: a template may format it, e.g. "sim-{n:02d}".
+        return check_template(sensor, {"agent": "agent", "n": 1}, what="sensor template")
 
 
 class StdinSourceConfig(Strict):
@@ -513,13 +513,8 @@ class StdinSourceConfig(Strict):
 
 
 def _check_template(template: str, names: tuple[str, ...]) -> str:
-    """Fail at load time, not in the running source, on a placeholder the source lacks."""
-    try:
-        template.format(**{name: "x" for name in names})
-    except (KeyError, IndexError, ValueError) as exc:
-        allowed = ", ".join("{" + name + "}" for name in names)
-        raise ValueError(f"sensor template {template!r} may only use {allowed} ({exc!r})") from None
-    return template
+    """A polled source's sensor template may only use its own placeholders."""
+    return check_template(template, dict.fromkeys(names, "x"), what="sensor template")
 
 
 class PolledSourceBase(Strict):
