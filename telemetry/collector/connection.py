@@ -20,12 +20,18 @@ import hmac
 import random
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from telemetry.collector.pipeline import DeliveryFailed, Refusal
+from telemetry.collector.records import (
+    CONTROL_KEY,
+    batch_records,
+    clean_loose_records,
+    reading_record,
+)
 from telemetry.log import get_logger
 from telemetry.protocol import (
     Ack,
@@ -38,7 +44,6 @@ from telemetry.protocol import (
     Nack,
     ProtocolError,
     ProtocolViolation,
-    Reading,
     RejectedReading,
     Unauthorized,
     Welcome,
@@ -49,6 +54,7 @@ from telemetry.protocol import (
     validation_context,
 )
 from telemetry.protocol.errors import BadJson
+from telemetry.protocol.fastpath import decode_batch
 from telemetry.protocol.messages import (
     PROTOCOL_VERSION,
     Rejection,
@@ -93,6 +99,7 @@ class Connection:
         self._reading = False
         self._write_closed = False  # set once we half-closed: nothing more may be written
         self._task: asyncio.Task[None] | None = None
+        self._skew = timedelta(seconds=self.config.max_clock_skew)
 
     # --- life -------------------------------------------------------------------------------
 
@@ -210,33 +217,42 @@ class Connection:
 
     async def _handle_frames(self, frames: list[bytes]) -> None:
         self.collector.metrics.frames.inc(len(frames))
-        loose: list[Any] = []  # fire-and-forget readings in a row, validated in one call
+        index, count = 0, len(frames)
+        while index < count:
+            # The fast path: clean input validated natively, one call per frame (records.py).
+            now = datetime.now(UTC)
+            records, index = clean_loose_records(
+                frames, index, self.agent or self.peer, now, now + self._skew
+            )
+            if records:
+                await self._submit_records(records)
+            if index == count:
+                return
+            payload = frames[index]
+            index += 1
+            if self.agent is not None and CONTROL_KEY in payload:
+                batch = decode_batch(payload)
+                if batch is not None and await self._handle_clean_batch(*batch):
+                    continue
+            # The exact path: anything else, with the precise reasons.
+            await self._handle_exact(payload)
+
+    async def _handle_exact(self, payload: bytes) -> None:
         try:
-            for payload in frames:
-                if not payload:
-                    continue  # heartbeat
-                try:
-                    obj = decode_json(payload)
-                except BadJson as exc:
-                    if self.agent is None and _CONTROL.search(payload):
-                        raise
-                    self.collector.ledger.loose_received += 1
-                    self._reject_loose(payload, ("payload: " + exc.detail,), ("bad_json",))
-                    continue
-                message = parse_client_message(obj)
-                if isinstance(message, dict):
-                    loose.append(message)
-                    continue
-                if loose:  # keep the order: what came before this message goes first
-                    await self._submit_loose(loose)
-                    loose = []
-                if isinstance(message, Batch):
-                    await self._handle_batch(message)
-                else:
-                    self._handle_hello(message)
-        finally:
-            if loose:  # also when a later frame broke the connection: these were whole
-                await self._submit_loose(loose)
+            obj = decode_json(payload)
+        except BadJson as exc:
+            if self.agent is None and _CONTROL.search(payload):
+                raise
+            self.collector.ledger.loose_received += 1
+            self._reject_loose(payload, ("payload: " + exc.detail,), ("bad_json",))
+            return
+        message = parse_client_message(obj)
+        if isinstance(message, dict):
+            await self._submit_loose([message])
+        elif isinstance(message, Batch):
+            await self._handle_batch(message)
+        else:
+            self._handle_hello(message)
 
     def _handle_hello(self, hello: Hello) -> None:
         if self.agent is not None:
@@ -300,38 +316,64 @@ class Connection:
         self.collector.live.rejected(self.conn_id, self.agent or self.peer, errors)
 
     async def _submit_loose(self, raws: list[Any]) -> None:
-        """Validate fire-and-forget readings together and queue the good ones."""
+        """Validate fire-and-forget readings on the exact path and queue the good ones."""
         self.collector.ledger.loose_received += len(raws)
         now = datetime.now(UTC)
         accepted, rejected = validate_readings(raws, self._context(now))
         for rejection in rejected:
             self._reject_loose(raws[rejection.index], rejection.errors, rejection.kinds)
-        if not accepted:
-            return
-        records = [self._record(reading, None, now) for _, reading in accepted]
+        who = self.agent or self.peer
+        if accepted:
+            await self._queue_loose([reading_record(r, who, None, now) for _, r in accepted])
+
+    async def _submit_records(self, records: list[Record]) -> None:
+        """Queue fire-and-forget readings that the fast path found clean."""
+        self.collector.ledger.loose_received += len(records)
+        await self._queue_loose(records)
+
+    async def _queue_loose(self, records: list[Record]) -> None:
         self.collector.metrics.readings.labels("accepted").inc(len(records))
         self.collector.live.accepted(self.conn_id, records)
         await self.collector.pipeline.submit_nowait_ack(records)
 
-    async def _handle_batch(self, batch: Batch) -> None:
+    def _admit_batch(self, seq: int, count: int) -> bool:
+        """Check a batch's limits and count it; ``False`` when it was nacked (``on_full``)."""
         if self.agent is None:
             raise HelloRequired("send hello before the first batch")
-        if len(batch.readings) > self.config.max_batch:
+        if count > self.config.max_batch:
             raise ProtocolViolation(
-                f"batch of {len(batch.readings)} readings exceeds max_batch {self.config.max_batch}"
+                f"batch of {count} readings exceeds max_batch {self.config.max_batch}"
             )
         ledger = self.collector.ledger
-        ledger.received += len(batch.readings)
-        if self.config.on_full == "nack" and self.collector.pipeline.would_wait(batch.readings):
-            ledger.unacked += len(batch.readings)
-            self._send_nack(batch.seq, "overloaded", "sink queue full")
+        ledger.received += count
+        if self.config.on_full == "nack" and self.collector.pipeline.would_wait(count):
+            ledger.unacked += count
+            self._send_nack(seq, "overloaded", "sink queue full")
+            return False
+        return True
+
+    async def _handle_clean_batch(self, seq: int, readings: list[dict[str, Any]]) -> bool:
+        """Queue a batch the fast path found clean; ``False``: a ``ts`` is too far ahead, so it
+        must take the exact path (which rejects those readings with their reason)."""
+        assert self.agent is not None
+        now = datetime.now(UTC)
+        records = batch_records(readings, self.agent, seq, now, now + self._skew)
+        if records is None:
+            return False
+        if self._admit_batch(seq, len(readings)):
+            self.collector.metrics.batches.inc()
+            await self._queue_batch(seq, records, [])
+        return True
+
+    async def _handle_batch(self, batch: Batch) -> None:
+        if not self._admit_batch(batch.seq, len(batch.readings)):
             return
+        agent = self.agent
+        assert agent is not None  # _admit_batch checked
         now = datetime.now(UTC)
         accepted, rejected = validate_readings(batch.readings, self._context(now))
-        ledger.rejected += len(rejected)
-        metrics = self.collector.metrics
-        metrics.batches.inc()
-        metrics.readings.labels("accepted").inc(len(accepted))
+        self.collector.ledger.rejected += len(rejected)
+        self.collector.metrics.batches.inc()
         for rejection in rejected:
             self._count_rejected(rejection.errors, rejection.kinds)
             log.warning(
@@ -347,14 +389,22 @@ class Connection:
                     for r in rejected
                 ]
             )
-        if not accepted:
-            self._send_ack(batch.seq, 0, rejected)
-            return
         records = [
-            self._record(reading, f"{self.agent}:{batch.seq}:{index}", now)
+            reading_record(reading, agent, f"{agent}:{batch.seq}:{index}", now)
             for index, reading in accepted
         ]
+        await self._queue_batch(batch.seq, records, rejected)
+
+    async def _queue_batch(
+        self, seq: int, records: list[Record], rejected: list[Rejection]
+    ) -> None:
+        """Hand a batch's valid records to the pipeline; a task acks when the sinks have them."""
+        self.collector.metrics.readings.labels("accepted").inc(len(records))
+        if not records:
+            self._send_ack(seq, 0, rejected)
+            return
         self.collector.live.accepted(self.conn_id, records)
+        ledger = self.collector.ledger
         ledger.pending += len(records)
         await self._window.acquire()
         try:
@@ -364,7 +414,7 @@ class Connection:
             ledger.pending -= len(records)
             ledger.unacked += len(records)
             raise
-        task = asyncio.create_task(self._ack_when_done(batch.seq, len(records), rejected, done))
+        task = asyncio.create_task(self._ack_when_done(seq, len(records), rejected, done))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
@@ -428,16 +478,3 @@ class Connection:
 
     def _context(self, now: datetime) -> dict[str, Any]:
         return validation_context(now, self.config.max_clock_skew)
-
-    def _record(self, reading: Reading, reading_id: str | None, now: datetime) -> Record:
-        return Record(
-            id=reading_id,
-            agent=self.agent or self.peer,
-            sensor=reading.sensor,
-            value=reading.value,
-            ts=reading.ts or now,
-            received_at=now,
-            metric=reading.metric,
-            unit=reading.unit,
-            tags=reading.tags,
-        )

@@ -214,11 +214,14 @@ class LiveView:
         info.count(len(records), now)
         step = now - now % HISTORY_STEP
         sensors = self.sensors
-        for record in records:
+        # Only each sensor's last record counts (its last value, the value of this step).
+        latest = {record.sensor: record for record in records}
+        untracked: set[str] = set()
+        for record in latest.values():
             state = sensors.get(record.sensor)
             if state is None:
                 if len(sensors) >= MAX_SENSORS:
-                    self.untracked += 1
+                    untracked.add(record.sensor)
                     continue
                 state = sensors[record.sensor] = SensorState(
                     record, now, deque(maxlen=self._points)
@@ -230,6 +233,8 @@ class LiveView:
                 history[-1][1] = record.value
             else:
                 history.append([step, record.value])
+        if untracked:
+            self.untracked += sum(1 for record in records if record.sensor in untracked)
         for subscription in self.subscriptions:
             subscription.offer(records)
 

@@ -356,9 +356,9 @@ class Pipeline:
                 await runner.close(timeout=1.0)
             raise
 
-    def would_wait(self, records: Sequence[Record]) -> bool:
-        """True when :meth:`submit` would have to wait for room in some sink's queue."""
-        return any(runner.would_wait(len(records)) for runner in self.reading_runners)
+    def would_wait(self, count: int) -> bool:
+        """True when submitting ``count`` readings would have to wait for room in a sink queue."""
+        return any(runner.would_wait(count) for runner in self.reading_runners)
 
     async def submit(self, records: Sequence[Record]) -> asyncio.Future[list[list[Refusal]]]:
         """Queue ``records`` on every sink they route to; the result completes when all have

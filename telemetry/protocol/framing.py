@@ -1,10 +1,11 @@
 """Length-prefixed framing, sans-I/O: bytes in, frames out.
 
 How this works: a frame is a 10-byte header, the payload's length in bytes as space-padded
-ASCII decimal (exactly ``f"{len(payload):<10}"``), followed by the payload. The decoder keeps
-one ``bytearray`` and an offset; each :meth:`FrameDecoder.feed` appends the new bytes, cuts
-every complete frame out of the buffer and drops the consumed prefix once (CPython drops a
-bytearray's prefix in O(1)), so a frame split across many reads costs linear time.
+ASCII decimal (exactly ``f"{len(payload):<10}"``), followed by the payload. Each
+:meth:`FrameDecoder.feed` cuts every complete frame straight out of the new bytes (one copy
+per payload) and keeps only an incomplete last frame in a ``bytearray``. Bytes for a held frame
+are appended without copying until it is complete, so a frame split across many reads costs
+linear time.
 
 The announced length is checked against ``max_frame_bytes`` as soon as the 10 header bytes are
 there, before any payload is buffered. Every error is a :class:`ProtocolError` subclass and is
@@ -13,16 +14,12 @@ final: the decoder raises it again on any later call.
 
 from __future__ import annotations
 
-import re
-
 from telemetry.protocol.errors import BadHeader, FrameTooLarge, ProtocolError, TruncatedFrame
 
 HEADER_SIZE = 10
 #: The largest length a 10-digit header can announce.
 MAX_ENCODABLE = 10**HEADER_SIZE - 1
 DEFAULT_MAX_FRAME_BYTES = 1_048_576
-
-_HEADER = re.compile(rb" *([0-9]+) *")
 
 
 def parse_header(header: bytes) -> int:
@@ -31,10 +28,12 @@ def parse_header(header: bytes) -> int:
     Leading and trailing spaces and leading zeros are accepted; anything else (letters,
     signs, tabs, NUL, inner spaces, an all-space header) is not.
     """
-    match = _HEADER.fullmatch(header)
-    if match is None or len(header) != HEADER_SIZE:
+    digits = header.strip(b" ")
+    # bytes.isdigit() is ASCII-only and False when empty: no signs, "_", tabs or inner spaces,
+    # all of which int() alone would take.
+    if not digits.isdigit() or len(header) != HEADER_SIZE:
         raise BadHeader(f"header {bytes(header)!r} is not a space-padded decimal length")
-    return int(match.group(1))
+    return int(digits)
 
 
 def encode_frame(payload: bytes) -> bytes:
@@ -81,25 +80,33 @@ class FrameDecoder:
         if self._error is not None:
             raise type(self._error)(self._error.detail)
         buffer = self._buffer
-        buffer += data
-        frames: list[bytes] = []
-        pos = 0
-        end = len(buffer)
         size = self._payload_size
+        if buffer:
+            buffer += data
+            if len(buffer) < (HEADER_SIZE if size is None else size):
+                return []  # the held frame is still incomplete: no copy
+            view = bytes(buffer)
+        else:  # nothing held back: cut frames straight out of data
+            view = bytes(data)
+        frames: list[bytes] = []
+        append = frames.append
+        pos = 0
+        end = len(view)
+        limit = self.max_frame_bytes
         try:
             while True:
                 if size is None:
                     if end - pos < HEADER_SIZE:
                         break
-                    size = parse_header(bytes(buffer[pos : pos + HEADER_SIZE]))
-                    if size > self.max_frame_bytes:
+                    size = parse_header(view[pos : pos + HEADER_SIZE])
+                    if size > limit:
                         raise FrameTooLarge(
                             f"frame of {size} bytes exceeds max_frame_bytes {self.max_frame_bytes}"
                         )
                     pos += HEADER_SIZE
                 if end - pos < size:
                     break
-                frames.append(bytes(buffer[pos : pos + size]))
+                append(view[pos : pos + size])
                 pos += size
                 size = None
         except ProtocolError as exc:
@@ -109,7 +116,13 @@ class FrameDecoder:
             buffer.clear()
             raise
         self._payload_size = size
-        del buffer[:pos]
+        if pos < end:  # keep the partial frame
+            if buffer:
+                del buffer[:pos]
+            else:
+                buffer += view[pos:]
+        else:
+            buffer.clear()
         return frames
 
     def feed_eof(self) -> None:

@@ -36,6 +36,7 @@ from telemetry.protocol.errors import (
     ProtocolViolation,
     UnknownType,
 )
+from telemetry.protocol.fastpath import epoch_to_datetime
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_CLOCK_SKEW = 300.0
@@ -74,6 +75,9 @@ def _parse_timestamp(value: Any) -> datetime:
     if isinstance(value, int | float) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise PydanticCustomError("finite_number", "epoch seconds must be finite")
+        converted = epoch_to_datetime(value)  # rounds like the fast path, where it applies
+        if converted is not None:
+            return converted
         try:
             return datetime.fromtimestamp(value, tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:

@@ -34,9 +34,13 @@ class PermanentSinkError(SinkError):
     """The write will never succeed for this batch (bad data for the backend, no permission)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """A validated reading as the collector hands it to sinks."""
+    """A validated reading as the collector hands it to sinks.
+
+    Sinks share one record and must not change it. It is not frozen because building it is on
+    the hot path: a frozen dataclass's ``__init__`` costs about twice as much.
+    """
 
     id: str | None  # "<agent>:<seq>:<index>" for batch readings, None for fire-and-forget
     agent: str

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import aiohttp
+import pytest
 
 from telemetry.collector import Collector
+from telemetry.collector import live as live_module
 from telemetry.collector.live import HISTORY_STEP, LiveView
 from telemetry.sinks.base import Record
 from tests.conftest import StartCollector
@@ -51,6 +53,17 @@ def test_history_one_point_per_step_and_snapshot_filters() -> None:
     assert [s["sensor"] for s in snap["sensors"]] == ["greenhouse-1"]
     assert snap["agents"] == []  # the fire-and-forget peer left: pruned
     assert live.snapshot(None, limit=1)["sensors_total"] == 2
+
+
+def test_sensors_beyond_the_limit_count_their_readings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_SENSORS, new sensors are not tracked and each of their readings is counted."""
+    monkeypatch.setattr(live_module, "MAX_SENSORS", 2)
+    live = LiveView()
+    live.accepted(1, [record("a", 1.0), record("b", 1.0), record("c", 1.0), record("c", 2.0)])
+    live.accepted(1, [record("d", 1.0), record("a", 3.0)])
+    assert sorted(live.sensors) == ["a", "b"]
+    assert live.sensors["a"].last.value == 3.0
+    assert live.untracked == 3
 
 
 async def _live(collector: Collector) -> dict[str, object]:

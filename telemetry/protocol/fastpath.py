@@ -1,0 +1,132 @@
+"""The clean-input fast path: a frame's JSON bytes validated in one native call.
+
+How this works: :func:`decode_batch` and :func:`decode_reading` hand the payload bytes to
+pydantic-core validators built from core schemas that need no Python callback: the JSON is
+parsed and checked in Rust and comes out as plain dicts. They accept a *subset* of what the
+exact models in :mod:`telemetry.protocol.messages` accept, with the same values, and return
+``None`` for anything else: a ``hello``, a bad reading, a timestamp they do not read natively,
+malformed JSON. The caller then takes the exact path, which finds the precise reasons. So a
+clean batch costs one call, and a batch with a problem costs what it always did.
+
+What stays out of this path, by design:
+- the future-timestamp check (``max_clock_skew``) depends on the receive time: the caller
+  compares the readings' latest ``ts`` with its limit and takes the exact path if it is beyond;
+- epoch seconds beyond +/-2e10 (pydantic would read them as milliseconds).
+
+``tests/unit/test_fastpath.py`` checks the subset rule with hypothesis: whatever the fast path
+accepts, the exact path accepts with equal values.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic_core import SchemaValidator, ValidationError
+from pydantic_core import core_schema as cs
+
+#: Epoch seconds the fast path converts natively; pydantic reads larger numbers as ms.
+EPOCH_LIMIT = 2e10
+#: RFC 3339 ``date-time`` with an offset (``Z``, ``z`` or ``+hh:mm``): pydantic alone would also
+#: take ``"1700000000"``, ``hh:mm`` without seconds and ``+hhmm``.
+RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+#: No control characters (Unicode category Cc).
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+
+def _field(schema: cs.CoreSchema, *, required: bool = False) -> cs.TypedDictField:
+    return cs.typed_dict_field(schema, required=required)
+
+
+def epoch_schema() -> cs.CoreSchema:
+    """Epoch seconds within +/-``EPOCH_LIMIT`` to an aware UTC datetime, natively."""
+    return cs.chain_schema(
+        [
+            cs.float_schema(strict=True, allow_inf_nan=False, gt=-EPOCH_LIMIT, lt=EPOCH_LIMIT),
+            cs.datetime_schema(),
+        ]
+    )
+
+
+_TS = cs.nullable_schema(
+    cs.union_schema(
+        [
+            cs.chain_schema(
+                [cs.str_schema(pattern=RFC3339_PATTERN), cs.datetime_schema(tz_constraint="aware")]
+            ),
+            epoch_schema(),
+        ],
+        mode="left_to_right",
+    )
+)
+
+READING_SCHEMA = cs.typed_dict_schema(
+    {
+        "sensor": _field(
+            cs.str_schema(min_length=1, max_length=256, pattern=NO_CONTROL_PATTERN), required=True
+        ),
+        "value": _field(cs.float_schema(strict=True, allow_inf_nan=False), required=True),
+        "ts": _field(_TS),
+        "metric": _field(cs.nullable_schema(cs.str_schema(max_length=128))),
+        "unit": _field(cs.nullable_schema(cs.str_schema(max_length=32))),
+        "tags": _field(
+            cs.dict_schema(
+                cs.str_schema(min_length=1, max_length=64),
+                cs.str_schema(max_length=256),
+                max_length=32,
+            )
+        ),
+    },
+    extra_behavior="forbid",
+    strict=True,
+)
+
+BATCH_SCHEMA = cs.typed_dict_schema(
+    {
+        "type": _field(cs.literal_schema(["batch"]), required=True),
+        "seq": _field(cs.int_schema(ge=0, strict=True), required=True),
+        "readings": _field(cs.list_schema(READING_SCHEMA), required=True),
+    },
+    extra_behavior="forbid",
+    strict=True,
+)
+
+#: The validator behind :func:`decode_reading`, for loops that call it per frame.
+READING_VALIDATOR = SchemaValidator(READING_SCHEMA)
+_BATCH = SchemaValidator(BATCH_SCHEMA)
+_EPOCH = SchemaValidator(epoch_schema())
+
+
+def decode_reading(payload: bytes) -> dict[str, Any] | None:
+    """A fire-and-forget reading's payload as a validated dict, or ``None``: take the exact path.
+
+    The dict holds the keys the reading had: ``sensor``, ``value`` and any of ``ts`` (an aware
+    datetime or ``None``), ``metric``, ``unit``, ``tags``.
+    """
+    try:
+        reading: dict[str, Any] = READING_VALIDATOR.validate_json(payload)
+    except ValidationError:
+        return None
+    return reading
+
+
+def decode_batch(payload: bytes) -> tuple[int, list[dict[str, Any]]] | None:
+    """A ``batch`` payload as ``(seq, [validated reading dict...])``, or ``None``.
+
+    ``None`` means: not a batch whose every reading is clean; take the exact path.
+    """
+    try:
+        batch = _BATCH.validate_json(payload)
+    except ValidationError:
+        return None
+    return batch["seq"], batch["readings"]
+
+
+def epoch_to_datetime(value: float) -> datetime | None:
+    """Epoch seconds to an aware UTC datetime exactly as the fast path does, or ``None`` when
+    the value is outside its range (the exact path then uses :meth:`datetime.fromtimestamp`)."""
+    try:
+        result: datetime = _EPOCH.validate_python(value)
+    except ValidationError:
+        return None
+    return result

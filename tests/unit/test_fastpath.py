@@ -1,0 +1,247 @@
+"""Unit tests of the native fast path (telemetry/protocol/fastpath.py): it may only say yes where
+the exact models say yes, with the same values; everything else goes to the exact path."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from telemetry.collector.records import batch_records, clean_loose_records
+from telemetry.protocol.fastpath import decode_batch, decode_reading
+from telemetry.protocol.messages import validate_reading
+
+
+def _exact(raw: Any) -> dict[str, Any] | None:
+    """The exact path's verdict on a decoded reading, as a dict (``None``: rejected)."""
+    try:
+        reading = validate_reading(raw)
+    except ValidationError:
+        return None
+    return reading.model_dump()
+
+
+def _same(fast: dict[str, Any], exact: dict[str, Any]) -> None:
+    for key in ("sensor", "value", "metric", "unit"):
+        assert fast.get(key) == exact[key], key
+    assert (fast.get("tags") or {}) == exact["tags"]
+    fast_ts, exact_ts = fast.get("ts"), exact["ts"]
+    assert fast_ts == exact_ts
+    if fast_ts is not None:
+        assert fast_ts.utcoffset() == exact_ts.utcoffset()
+
+
+# Timestamps near every edge the two parsers could disagree on.
+_rfc3339 = st.builds(
+    lambda y, mo, d, sep, h, mi, s, frac, off: (
+        f"{y:04d}-{mo:02d}-{d:02d}{sep}{h:02d}:{mi:02d}:{s:02d}{frac}{off}"
+    ),
+    st.integers(0, 10000),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.sampled_from(["T", "t", " ", "_"]),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 61),
+    st.one_of(st.just(""), st.from_regex(r"\.[0-9]{0,11}", fullmatch=True)),
+    st.one_of(
+        st.sampled_from(["Z", "z", "", "+0100", "+01"]),
+        st.builds(
+            lambda sign, h, m: f"{sign}{h:02d}:{m:02d}",
+            st.sampled_from("+-"),
+            st.integers(0, 25),
+            st.integers(0, 61),
+        ),
+    ),
+)
+_timestamps = st.one_of(
+    _rfc3339,
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-3e10, max_value=3e10),
+    st.integers(-(10**20), 10**20),
+    st.text(max_size=30),
+    st.none(),
+    st.booleans(),
+)
+_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**400), 10**400),
+    st.booleans(),
+    st.text(max_size=5),
+    st.none(),
+)
+_short_text = st.text(max_size=70)
+_readings = st.fixed_dictionaries(
+    {"sensor": st.one_of(st.text(max_size=300), st.integers())},
+    optional={
+        "value": _values,
+        "ts": _timestamps,
+        "metric": st.one_of(st.none(), st.text(max_size=140)),
+        "unit": st.one_of(st.none(), st.text(max_size=40), st.integers()),
+        "tags": st.one_of(
+            st.dictionaries(_short_text, _short_text, max_size=34),
+            st.none(),
+            st.lists(st.integers(), max_size=2),
+        ),
+        "type": st.sampled_from(["batch", "reading"]),
+        "extra": st.integers(),
+    },
+)
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(_readings)
+def test_fast_reading_accepts_only_what_the_exact_path_accepts(raw: dict[str, Any]) -> None:
+    """Whatever decode_reading accepts, validate_reading accepts with equal values."""
+    try:
+        payload = json.dumps(raw).encode()
+    except ValueError:
+        return  # not JSON-encodable (an integer too long for str())
+    fast = decode_reading(payload)
+    if fast is None:
+        return
+    exact = _exact(json.loads(payload))
+    assert exact is not None, payload
+    _same(fast, exact)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_rfc3339)
+def test_fast_timestamps_agree_with_the_exact_parser(ts: str) -> None:
+    """An RFC 3339-shaped ts the fast path reads is read the same by the exact path."""
+    fast = decode_reading(json.dumps({"sensor": "s", "value": 1, "ts": ts}).encode())
+    exact = _exact({"sensor": "s", "value": 1, "ts": ts})
+    if fast is not None:
+        assert exact is not None, ts
+        _same(fast, exact)
+
+
+def test_clean_readings_take_the_fast_path() -> None:
+    """The readings agents and nc users send are read natively, with every field."""
+    fast = decode_reading(
+        b'{"sensor":"greenhouse-2/soil-3","metric":"moisture","value":41.25,"unit":"%",'
+        b'"ts":"2026-11-27T07:15:02.123Z","tags":{"site":"north"}}'
+    )
+    assert fast == {
+        "sensor": "greenhouse-2/soil-3",
+        "metric": "moisture",
+        "value": 41.25,
+        "unit": "%",
+        "ts": datetime(2026, 11, 27, 7, 15, 2, 123000, tzinfo=UTC),
+        "tags": {"site": "north"},
+    }
+    assert decode_reading(b'{"sensor":"s","value":3}') == {"sensor": "s", "value": 3.0}
+    epoch = decode_reading(b'{"sensor":"s","value":1,"ts":1764227702.5}')
+    assert epoch is not None
+    assert epoch["ts"] == datetime(2025, 11, 27, 7, 15, 2, 500000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"type":"hello","agent":"a","protocol":1}',
+        b'{"sensor":"s","value":1,"ts":"1700000000"}',
+        b'{"sensor":"s","value":1,"ts":"2026-11-27T07:15Z"}',
+        b'{"sensor":"s","value":1,"ts":"2026-11-27T07:15:02+0100"}',
+        b'{"sensor":"s","value":1,"ts":"2026-11-27T07:15:02"}',
+        b'{"sensor":"s","value":1,"ts":1e12}',
+        b'{"sensor":"s","value":NaN}',
+        b'{"sensor":"s","value":"41"}',
+        b'{"sensor":"s","value":true}',
+        b'{"sensor":"a\\u0007b","value":1}',
+        b'{"sensor":"","value":1}',
+        b'{"sensor":"s","value":1,"colour":"red"}',
+        b'{"sensor":"s","value":1',
+        b'\xff{"sensor":"s","value":1}',
+        b'[{"sensor":"s","value":1}]',
+    ],
+)
+def test_anything_unusual_goes_to_the_exact_path(payload: bytes) -> None:
+    """Control messages, bad readings and timestamps pydantic alone would misread: None."""
+    assert decode_reading(payload) is None
+
+
+def test_a_clean_batch_is_one_call() -> None:
+    """A batch of clean readings comes back as its seq and the reading dicts."""
+    payload = (
+        b'{"type":"batch","seq":7,"readings":[{"sensor":"a","value":1},{"sensor":"b","value":2}]}'
+    )
+    assert decode_batch(payload) == (
+        7,
+        [{"sensor": "a", "value": 1.0}, {"sensor": "b", "value": 2.0}],
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"type":"batch","seq":7,"readings":[{"sensor":"a","value":1},{"sensor":"b"}]}',
+        b'{"type":"batch","seq":-1,"readings":[]}',
+        b'{"type":"batch","seq":1.0,"readings":[]}',
+        b'{"type":"batch","seq":1,"readings":[],"more":1}',
+        b'{"type":"hello","agent":"a"}',
+    ],
+)
+def test_a_batch_with_any_problem_goes_to_the_exact_path(payload: bytes) -> None:
+    """One bad reading, or a bad envelope, sends the whole batch to the exact path."""
+    assert decode_batch(payload) is None
+
+
+def test_batch_records_carry_ids_and_defaults() -> None:
+    """Records get "<agent>:<seq>:<index>" ids, the receive time as a missing ts, empty tags."""
+    now = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+    ts = now - timedelta(seconds=5)
+    records = batch_records(
+        [{"sensor": "a", "value": 1.0, "ts": ts}, {"sensor": "b", "value": 2.0, "unit": "%"}],
+        "agent-1",
+        9,
+        now,
+        now + timedelta(seconds=300),
+    )
+    assert records is not None
+    assert [r.id for r in records] == ["agent-1:9:0", "agent-1:9:1"]
+    assert [r.ts for r in records] == [ts, now]
+    assert records[1].unit == "%"
+    assert records[1].tags == {}
+    assert records[1].received_at == now
+
+
+def test_a_future_timestamp_sends_the_batch_to_the_exact_path() -> None:
+    """A ts beyond now + max_clock_skew makes batch_records say None."""
+    now = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+    limit = now + timedelta(seconds=300)
+    ahead = {"sensor": "a", "value": 1.0, "ts": limit + timedelta(microseconds=1)}
+    within = {"sensor": "a", "value": 1.0, "ts": limit}
+    assert batch_records([within, ahead], "a", 1, now, limit) is None
+    assert batch_records([within], "a", 1, now, limit) is not None
+
+
+def test_clean_loose_records_stop_at_the_first_frame_the_exact_path_must_see() -> None:
+    """Clean readings become records (heartbeats skipped) up to a control message, a bad
+    reading or a ts too far ahead; the index says where the caller goes on."""
+    now = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+    limit = now + timedelta(seconds=300)
+    good = b'{"sensor":"s","value":1}'
+    frames = [
+        good,
+        b"",
+        good,
+        b'{"type":"hello","agent":"a"}',
+        good,
+        b'{"sensor":"s"}',
+        b'{"sensor":"s","value":1,"ts":"2026-11-27T07:05:00.000001Z"}',
+        good,
+    ]
+    records, index = clean_loose_records(frames, 0, "peer", now, limit)
+    assert (len(records), index) == (2, 3)
+    assert all(r.id is None and r.agent == "peer" and r.ts == now for r in records)
+    assert clean_loose_records(frames, 4, "peer", now, limit)[1] == 5
+    assert clean_loose_records(frames, 6, "peer", now, limit)[1] == 6
+    records, index = clean_loose_records(frames, 7, "peer", now, limit)
+    assert (len(records), index) == (1, 8)
+    assert clean_loose_records(frames, 8, "peer", now, limit) == ([], 8)
