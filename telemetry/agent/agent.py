@@ -23,12 +23,15 @@ from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any
 
+from pydantic_core import to_json
+
 from telemetry.agent.batching import Batcher
 from telemetry.agent.sender import Sender
 from telemetry.agent.spool import MemorySpool, Spool
 from telemetry.config import AgentSection, SpoolConfig
 from telemetry.log import get_logger
 from telemetry.protocol import Reading, validate_reading
+from telemetry.protocol.fastpath import encode_reading
 
 log = get_logger("telemetry.agent")
 
@@ -170,10 +173,13 @@ class Agent:
         """
         if self._closed:
             raise RuntimeError("agent is closed")
-        if not isinstance(reading, Reading):
-            reading = validate_reading(dict(reading))
+        if isinstance(reading, Reading):
+            item = to_json(reading.to_wire())
+        else:  # a clean dict is encoded as it is; otherwise the exact model says what is wrong
+            encoded = encode_reading(reading) if isinstance(reading, dict) else None
+            item = encoded or to_json(validate_reading(dict(reading)).to_wire())
         was_empty = len(self._batcher) == 0
-        closed = self._batcher.add(reading.to_wire(), asyncio.get_running_loop().time())
+        closed = self._batcher.add(item, asyncio.get_running_loop().time())
         if closed is not None:
             self._spool(closed)
             await asyncio.sleep(0)  # a fast producer still lets the sender run
@@ -231,7 +237,7 @@ class Agent:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _spool(self, readings: list[dict[str, Any]]) -> None:
+    def _spool(self, readings: list[bytes]) -> None:
         if readings:
             self.spool.add(readings)
             self._sender.wake()

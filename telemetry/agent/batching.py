@@ -8,8 +8,6 @@ Time is passed in, so the logic is tested without an event loop.
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class Batcher:
     """Collects readings into batches by size and by age."""
@@ -21,7 +19,7 @@ class Batcher:
             raise ValueError("flush_interval must be > 0")
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self._readings: list[dict[str, Any]] = []
+        self._readings: list[bytes] = []  # each reading's JSON
         self._first_at: float | None = None
 
     def __len__(self) -> int:
@@ -34,8 +32,8 @@ class Batcher:
             return None
         return self._first_at + self.flush_interval
 
-    def add(self, reading: dict[str, Any], now: float) -> list[dict[str, Any]] | None:
-        """Add one wire reading; return the closed batch when it reached ``batch_size``."""
+    def add(self, reading: bytes, now: float) -> list[bytes] | None:
+        """Add one encoded reading; return the closed batch when it reached ``batch_size``."""
         if self._first_at is None:
             self._first_at = now
         self._readings.append(reading)
@@ -48,7 +46,7 @@ class Batcher:
         deadline = self.deadline
         return deadline is not None and now >= deadline
 
-    def take(self) -> list[dict[str, Any]]:
+    def take(self) -> list[bytes]:
         """Close the current batch and return its readings (maybe none); start a new one."""
         readings, self._readings = self._readings, []
         self._first_at = None

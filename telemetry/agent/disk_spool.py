@@ -28,7 +28,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -207,7 +207,7 @@ class DiskSpool(SpoolCounters):
     def batches(self) -> int:
         return len(self._index)
 
-    def add(self, readings: list[dict[str, Any]]) -> SpooledBatch:
+    def add(self, readings: Sequence[bytes | Mapping[str, Any]]) -> SpooledBatch:
         self._check_open()
         given = len(readings)
         dropped = 0
@@ -215,7 +215,7 @@ class DiskSpool(SpoolCounters):
             # One batch larger than the whole spool: keep its newest readings.
             dropped = given - self.max_readings
             readings = readings[-self.max_readings :]
-        batch = SpooledBatch(self._next_seq, tuple(readings))
+        batch = SpooledBatch.of(self._next_seq, readings)
         frame = batch.frame
         evicted: list[int] = []
         total_readings, total_bytes = self._readings, self._bytes

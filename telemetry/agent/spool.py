@@ -20,16 +20,19 @@ the one a :class:`~telemetry.config.SpoolConfig` asks for.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pydantic_core import to_json
+
 from telemetry.log import get_logger
-from telemetry.protocol import Batch, encode_frame
+from telemetry.protocol import encode_frame
 from telemetry.protocol.framing import HEADER_SIZE
 
 if TYPE_CHECKING:
@@ -45,25 +48,42 @@ UNACKED_AT_EXIT = "unacked_at_exit"
 
 @dataclass(frozen=True)
 class SpooledBatch:
-    """A closed batch waiting for its ack: its ``seq`` and its readings as wire dicts."""
+    """A closed batch waiting for its ack: its ``seq`` and each reading as compact JSON.
+
+    Readings are kept encoded: bytes cost the garbage collector nothing, and the frame is
+    their join.
+    """
 
     seq: int
-    readings: tuple[dict[str, Any], ...] = field(repr=False)
+    items: tuple[bytes, ...] = field(repr=False)
 
     def __len__(self) -> int:
-        return len(self.readings)
+        return len(self.items)
+
+    @classmethod
+    def of(cls, seq: int, readings: Sequence[bytes | Mapping[str, Any]]) -> SpooledBatch:
+        """A batch of readings given encoded (``bytes``) or as wire dicts."""
+        return cls(seq, tuple(r if isinstance(r, bytes) else to_json(r) for r in readings))
+
+    @cached_property
+    def readings(self) -> tuple[dict[str, Any], ...]:
+        """The readings as wire dicts, decoded when asked for (inspection, tests)."""
+        return tuple(json.loads(item) for item in self.items)
 
     @cached_property
     def frame(self) -> bytes:
         """The complete ``batch`` frame (header and payload), encoded once, reused on resend."""
-        return encode_frame(Batch(seq=self.seq, readings=list(self.readings)).encode())
+        return encode_frame(
+            b'{"type":"batch","seq":%d,"readings":[%b]}' % (self.seq, b",".join(self.items))
+        )
 
     @classmethod
     def from_frame(cls, seq: int, frame: bytes) -> SpooledBatch:
-        """The batch stored as ``frame`` (as :attr:`frame` made it), without re-encoding."""
-        payload = json.loads(frame[HEADER_SIZE:])
-        batch = cls(seq, tuple(payload["readings"]))
+        """The batch stored as ``frame`` (as :attr:`frame` made it), without re-encoding it."""
+        readings = tuple(json.loads(frame[HEADER_SIZE:])["readings"])
+        batch = cls(seq, tuple(to_json(r) for r in readings))
         batch.__dict__["frame"] = frame  # what cached_property would have computed
+        batch.__dict__["readings"] = readings
         return batch
 
 
@@ -125,8 +145,9 @@ class Spool(Protocol):
         """:attr:`dropped` split by reason (``spool_full``, ``batch_too_large``)."""
         ...
 
-    def add(self, readings: list[dict[str, Any]]) -> SpooledBatch:
-        """Store ``readings`` as a new batch with the next ``seq``; may drop the oldest."""
+    def add(self, readings: Sequence[builtins.bytes | Mapping[str, Any]]) -> SpooledBatch:
+        """Store ``readings`` (each encoded, or a wire dict) as a new batch with the next
+        ``seq``; may drop the oldest."""
         ...
 
     def get(self, seq: int) -> SpooledBatch | None:
@@ -263,7 +284,7 @@ class MemorySpool(SpoolCounters):
             return True
         return self.max_bytes is not None and self._bytes + size > self.max_bytes
 
-    def add(self, readings: list[dict[str, Any]]) -> SpooledBatch:
+    def add(self, readings: Sequence[bytes | Mapping[str, Any]]) -> SpooledBatch:
         self._spooled += len(readings)
         dropped = 0
         dropped_batches = 0
@@ -271,7 +292,7 @@ class MemorySpool(SpoolCounters):
             # One batch larger than the whole spool: keep its newest readings.
             dropped += len(readings) - self.max_readings
             readings = readings[-self.max_readings :]
-        batch = SpooledBatch(self._next_seq, tuple(readings))
+        batch = SpooledBatch.of(self._next_seq, readings)
         size = len(batch.frame)  # encoded once here, reused by every send
         self._next_seq += 1
         while self._batches and self._overflows(len(batch), size):

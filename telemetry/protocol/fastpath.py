@@ -22,7 +22,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic_core import SchemaValidator, ValidationError
+from pydantic_core import PydanticSerializationError, SchemaValidator, ValidationError, to_json
 from pydantic_core import core_schema as cs
 
 #: Epoch seconds the fast path converts natively; pydantic reads larger numbers as ms.
@@ -130,3 +130,15 @@ def epoch_to_datetime(value: float) -> datetime | None:
     except ValidationError:
         return None
     return result
+
+
+def encode_reading(reading: dict[str, Any]) -> bytes | None:
+    """A reading dict as compact JSON when the fast path finds it clean as it is, else ``None``
+    (the caller then validates it with the exact model, for the reasons)."""
+    if type(reading) is not dict:
+        return None
+    try:
+        READING_VALIDATOR.validate_python(reading)
+        return to_json(reading)
+    except (ValidationError, PydanticSerializationError):
+        return None

@@ -8,6 +8,7 @@ import pytest
 
 from telemetry.agent import MemorySpool, Spool
 from telemetry.protocol import Batch, FrameDecoder, decode_json, parse_client_message
+from telemetry.protocol.fastpath import decode_batch
 
 
 def readings(count: int, start: int = 0) -> list[dict[str, Any]]:
@@ -100,6 +101,17 @@ def test_frame_is_a_valid_batch_frame() -> None:
     assert isinstance(message, Batch)
     assert message.seq == 1
     assert message.readings == readings(2)
+    assert decode_batch(payload) == (1, readings(2))  # the collector's fast path takes it
+
+
+def test_readings_may_be_given_encoded() -> None:
+    """The agent hands the spool each reading's JSON; dicts and bytes make the same frame."""
+    spool = MemorySpool(100, first_seq=0)
+    encoded = [b'{"sensor":"s","value":0.0}', b'{"sensor":"s","value":1.0}']
+    from_bytes = spool.add(encoded)
+    from_dicts = MemorySpool(100, first_seq=0).add(readings(2))
+    assert from_bytes.frame == from_dicts.frame
+    assert from_bytes.readings == tuple(readings(2))
 
 
 def test_invalid_sizes_refused() -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from telemetry.collector.records import batch_records, clean_loose_records
-from telemetry.protocol.fastpath import decode_batch, decode_reading
+from telemetry.protocol.fastpath import decode_batch, decode_reading, encode_reading
 from telemetry.protocol.messages import validate_reading
 
 
@@ -245,3 +245,33 @@ def test_clean_loose_records_stop_at_the_first_frame_the_exact_path_must_see() -
     records, index = clean_loose_records(frames, 7, "peer", now, limit)
     assert (len(records), index) == (1, 8)
     assert clean_loose_records(frames, 8, "peer", now, limit) == ([], 8)
+
+
+def test_agents_encode_a_clean_reading_dict_as_it_is() -> None:
+    """encode_reading gives a clean dict's compact JSON, which decodes to the same dict."""
+    reading = {
+        "sensor": "greenhouse-2/soil-3",
+        "value": 41.25,
+        "ts": 1764227702.123456,
+        "unit": "%",
+        "tags": {"site": "nörth"},
+    }
+    encoded = encode_reading(reading)
+    assert encoded is not None
+    assert b" " not in encoded
+    assert json.loads(encoded) == reading
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [
+        {"sensor": "s", "value": 1, "ts": datetime(2026, 11, 27, tzinfo=UTC)},  # exact path
+        {"sensor": "s", "value": float("nan")},
+        {"sensor": "s", "value": True},
+        {"sensor": "s", "value": 1, "colour": "red"},
+        {"sensor": "s", "value": 1, "ts": "2026-11-27T07:15:02"},
+    ],
+)
+def test_agents_leave_anything_else_to_the_exact_model(reading: dict[str, Any]) -> None:
+    """A dict the fast path cannot pass as it is gives None: the agent uses the exact model."""
+    assert encode_reading(reading) is None
