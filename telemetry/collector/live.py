@@ -4,11 +4,13 @@ The connection code calls four hooks; they only update in-memory state and never
 :meth:`LiveView.agent_connected`, :meth:`LiveView.agent_disconnected`,
 :meth:`LiveView.accepted` (readings that went to the pipeline) and :meth:`LiveView.rejected`.
 
-How this works: :meth:`LiveView.accepted` is on the ingest hot path, so it does O(1) work per
-record: per agent a counter in one-second buckets (readings/s over the last
-:data:`RATE_WINDOW` seconds); per sensor the latest record and a history of one point per
-:data:`HISTORY_STEP` seconds (the last value in that step) over :data:`HISTORY_SECONDS`, for
-the sparklines; at most :data:`MAX_SENSORS` sensors are tracked, more are counted. Each
+How this works: :meth:`LiveView.accepted` is on the ingest hot path, so it does no Python
+work per record: per agent a counter in one-second buckets (readings/s over the last
+:data:`RATE_WINDOW` seconds); per sensor, one dict update keeps the latest record of the
+current :data:`HISTORY_STEP`. Those are folded into each sensor's state (its latest record, and
+a history of one point per step, the last value in it, over :data:`HISTORY_SECONDS`, for the
+sparklines) when the step ends or a reader asks; at most :data:`MAX_SENSORS` sensors are
+tracked, updates of more are counted. Each
 ``telemetry tail`` subscriber has a bounded queue: a record that matches its filter is
 appended, or dropped and counted for that subscriber when the queue is full. A slow
 subscriber never slows the collector; it only loses readings, and is told how many.
@@ -25,6 +27,7 @@ from collections import deque
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
+from operator import attrgetter
 from typing import Any
 
 from telemetry.protocol.messages import format_timestamp
@@ -38,6 +41,7 @@ HISTORY_SECONDS = 600
 HISTORY_STEP = 5
 #: Sensors tracked at once; readings of further sensors are only counted.
 MAX_SENSORS = 5000
+_sensor = attrgetter("sensor")
 #: Seconds after which a sensor that sent nothing is forgotten.
 SENSOR_TTL = 3600
 #: Default and largest queue of one tail subscriber (readings).
@@ -187,10 +191,13 @@ class LiveView:
 
     def __init__(self) -> None:
         self.agents: dict[int, AgentInfo] = {}
-        self.sensors: dict[str, SensorState] = {}
+        self._sensors: dict[str, SensorState] = {}
+        #: The latest record of each sensor heard from since the last fold, in ``_step``.
+        self._pending: dict[str, Record] = {}
+        self._step = 0.0
         self.rejections: deque[Rejected] = deque(maxlen=MAX_REJECTIONS)
         self.rejected_total = 0
-        #: Readings of sensors beyond :data:`MAX_SENSORS`, not shown.
+        #: Updates of sensors beyond :data:`MAX_SENSORS` (one per sensor and step), not shown.
         self.untracked = 0
         self.subscriptions: set[Subscription] = set()
         self._points = HISTORY_SECONDS // HISTORY_STEP
@@ -213,36 +220,48 @@ class LiveView:
             info = self.agents[conn_id] = AgentInfo(conn_id, peer, peer, hello=False)
         info.count(len(records), now)
         step = now - now % HISTORY_STEP
-        sensors = self.sensors
-        # Only each sensor's last record counts (its last value, the value of this step).
-        latest = {record.sensor: record for record in records}
-        untracked: set[str] = set()
-        for record in latest.values():
-            state = sensors.get(record.sensor)
+        if step != self._step:
+            self._fold()
+            self._step = step
+        # Only each sensor's last record of a step counts: a dict update, no loop in Python.
+        pending = self._pending
+        pending.update(zip(map(_sensor, records), records, strict=True))
+        if len(pending) > MAX_SENSORS:
+            self._fold()
+        for subscription in self.subscriptions:
+            subscription.offer(records)
+
+    def _fold(self) -> None:
+        """Move the pending latest records into the sensors' state and history."""
+        pending, self._pending = self._pending, {}
+        sensors, step = self._sensors, self._step
+        for name, record in pending.items():
+            seen = record.received_at.timestamp()
+            state = sensors.get(name)
             if state is None:
                 if len(sensors) >= MAX_SENSORS:
-                    untracked.add(record.sensor)
+                    self.untracked += 1
                     continue
-                state = sensors[record.sensor] = SensorState(
-                    record, now, deque(maxlen=self._points)
-                )
+                state = sensors[name] = SensorState(record, seen, deque(maxlen=self._points))
             state.last = record
-            state.seen = now
+            state.seen = seen
             history = state.history
             if history and history[-1][0] == step:
                 history[-1][1] = record.value
             else:
                 history.append([step, record.value])
-        if untracked:
-            self.untracked += sum(1 for record in records if record.sensor in untracked)
-        for subscription in self.subscriptions:
-            subscription.offer(records)
 
     def rejected(self, conn_id: int, agent: str, errors: Sequence[str]) -> None:
         self.rejected_total += 1
         self.rejections.append(Rejected(time.time(), agent, tuple(errors)))
 
     # --- readers ----------------------------------------------------------------------------
+
+    @property
+    def sensors(self) -> dict[str, SensorState]:
+        """Every tracked sensor's state, up to date."""
+        self._fold()
+        return self._sensors
 
     @property
     def latest(self) -> dict[str, Record]:
@@ -279,11 +298,12 @@ class LiveView:
         that left; sensors silent for :data:`SENSOR_TTL` seconds are forgotten here.
         """
         now = time.time() if now is None else now
+        sensors_state = self.sensors
         if open_connections is not None:
             for conn_id in [c for c in self.agents if c not in open_connections]:
                 del self.agents[conn_id]
-        for name in [n for n, s in self.sensors.items() if now - s.seen > SENSOR_TTL]:
-            del self.sensors[name]
+        for name in [n for n, s in sensors_state.items() if now - s.seen > SENSOR_TTL]:
+            del sensors_state[name]
         agents = [
             {
                 "agent": info.agent,
@@ -297,10 +317,10 @@ class LiveView:
             for info in sorted(self.agents.values(), key=lambda i: (i.agent, i.conn_id))
         ]
         pattern = _glob([sensor_glob]) if sensor_glob else None
-        names = sorted(n for n in self.sensors if pattern is None or pattern.match(n))
+        names = sorted(n for n in sensors_state if pattern is None or pattern.match(n))
         sensors = []
         for name in names[:limit]:
-            state = self.sensors[name]
+            state = sensors_state[name]
             record = state.last
             sensors.append(
                 {
@@ -321,7 +341,7 @@ class LiveView:
             "agents": agents,
             "sensors": sensors,
             "sensors_total": len(names),
-            "sensors_untracked_readings": self.untracked,
+            "sensors_untracked": self.untracked,
             "rejected_total": self.rejected_total,
             "rejections": [
                 {"at": r.at, "agent": r.agent, "errors": list(r.errors)}

@@ -180,7 +180,11 @@ class SinkRunner:
                 return
 
     async def _deliver(self, items: list[_Item], count: int) -> None:
-        records: list[Any] = [record for item in items for record in item.records]
+        records: Sequence[Any] = (
+            items[0].records
+            if len(items) == 1  # the common case under load: one batch, no copy
+            else [record for item in items for record in item.records]
+        )
         outcome = await self._write_all(records, 0)
         if isinstance(outcome, DeliveryFailed):
             unacked = 0
@@ -216,7 +220,7 @@ class SinkRunner:
                 item.done.set_result(refusals)
 
     async def _write_all(
-        self, records: list[Any], offset: int
+        self, records: Sequence[Any], offset: int
     ) -> DeliveryFailed | list[tuple[int, str]]:
         """Write ``records``; on a permanent error, bisect to the records the sink refuses."""
         outcome = await self._write_with_retry(records)
@@ -236,7 +240,7 @@ class SinkRunner:
         return refused
 
     async def _write_with_retry(
-        self, records: list[Any]
+        self, records: Sequence[Any]
     ) -> DeliveryFailed | PermanentSinkError | None:
         deadline = time.monotonic() + self.retry_deadline
         attempt = 0

@@ -129,7 +129,7 @@ def merge_live(states: list[dict[str, Any]], supervisor: Supervisor) -> dict[str
         ),
         "sensors": [sensors[name] for name in sorted(sensors)],
         "sensors_total": len(sensors),
-        "sensors_untracked_readings": sum(s.get("sensors_untracked_readings", 0) for s in states),
+        "sensors_untracked": sum(s.get("sensors_untracked", 0) for s in states),
         "rejected_total": sum(state.get("rejected_total", 0) for state in states),
         "rejections": rejections[:MAX_MERGED_REJECTIONS],
         "tail_subscribers": sum(state.get("tail_subscribers", 0) for state in states),

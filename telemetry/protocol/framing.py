@@ -22,6 +22,12 @@ MAX_ENCODABLE = 10**HEADER_SIZE - 1
 DEFAULT_MAX_FRAME_BYTES = 1_048_576
 
 
+#: Valid headers seen, and the length each announces. A stream's frames mostly come in a few
+#: sizes, and a dict lookup costs less than parsing; bounded, shared by every decoder.
+_SIZES: dict[bytes, int] = {}
+SIZE_CACHE = 4096
+
+
 def parse_header(header: bytes) -> int:
     """Return the payload length announced by a 10-byte header, or raise :class:`BadHeader`.
 
@@ -98,7 +104,12 @@ class FrameDecoder:
                 if size is None:
                     if end - pos < HEADER_SIZE:
                         break
-                    size = parse_header(view[pos : pos + HEADER_SIZE])
+                    header = view[pos : pos + HEADER_SIZE]
+                    size = _SIZES.get(header)
+                    if size is None:
+                        size = parse_header(header)
+                        if len(_SIZES) < SIZE_CACHE:
+                            _SIZES[header] = size
                     if size > limit:
                         raise FrameTooLarge(
                             f"frame of {size} bytes exceeds max_frame_bytes {self.max_frame_bytes}"

@@ -48,22 +48,34 @@ def test_history_one_point_per_step_and_snapshot_filters() -> None:
     state = live.sensors["greenhouse-1"]
     state.history[0][0] -= HISTORY_STEP  # as if it came one step ago
     live.accepted(1, [record("greenhouse-1", 3.0), record("shed", 0.0)])
-    assert [v for _, v in state.history] == [1.0, 3.0]
+    assert [v for _, v in live.sensors["greenhouse-1"].history] == [1.0, 3.0]
     snap = live.snapshot(set(), sensor_glob="green*")
     assert [s["sensor"] for s in snap["sensors"]] == ["greenhouse-1"]
     assert snap["agents"] == []  # the fire-and-forget peer left: pruned
     assert live.snapshot(None, limit=1)["sensors_total"] == 2
 
 
-def test_sensors_beyond_the_limit_count_their_readings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past MAX_SENSORS, new sensors are not tracked and each of their readings is counted."""
+def test_sensors_beyond_the_limit_are_counted_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_SENSORS, new sensors are not tracked; each sensor's update in a step counts."""
     monkeypatch.setattr(live_module, "MAX_SENSORS", 2)
     live = LiveView()
     live.accepted(1, [record("a", 1.0), record("b", 1.0), record("c", 1.0), record("c", 2.0)])
     live.accepted(1, [record("d", 1.0), record("a", 3.0)])
     assert sorted(live.sensors) == ["a", "b"]
     assert live.sensors["a"].last.value == 3.0
-    assert live.untracked == 3
+    assert live.untracked == 2  # c and d
+    assert live.snapshot()["sensors_untracked"] == 2
+
+
+def test_latest_values_are_current_before_the_step_ends() -> None:
+    """A reader sees the latest record at once; more in the same step move the same point."""
+    live = LiveView()
+    live.accepted(1, [record("s", 1.0)])
+    assert live.latest["s"].value == 1.0
+    live.accepted(1, [record("s", 2.0), record("t", 0.5)])
+    snap = live.snapshot()
+    assert [(s["sensor"], s["value"]) for s in snap["sensors"]] == [("s", 2.0), ("t", 0.5)]
+    assert [v for _, v in live.sensors["s"].history] == [2.0]
 
 
 async def _live(collector: Collector) -> dict[str, object]:

@@ -454,6 +454,18 @@ def test_max_frame_bytes_is_inclusive(limit: int, size: int, too_large: bool) ->
         check_three_ways(encode_frame(payload), [payload], max_frame_bytes=limit)
 
 
+def test_a_header_seen_before_is_still_checked_against_each_limit() -> None:
+    """Header lengths are remembered across decoders, but each checks its own limit."""
+    frame = encode_frame(b"p" * 300)
+    assert FrameDecoder(1000).feed(frame) == [b"p" * 300]
+    with pytest.raises(FrameTooLarge):
+        FrameDecoder(299).feed(frame)
+    with pytest.raises(BadHeader):  # a bad header is never remembered as a good one
+        FrameDecoder().feed(b"+300      ")
+    with pytest.raises(BadHeader):
+        FrameDecoder().feed(b"+300      ")
+
+
 def test_zero_limit_allows_only_heartbeats() -> None:
     """With max_frame_bytes 0, heartbeats pass and a one-byte frame is FrameTooLarge."""
     assert decode(whole(HEARTBEAT * 2), max_frame_bytes=0) == ([b"", b""], None)
