@@ -9,6 +9,7 @@ import gc
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -53,6 +54,7 @@ def _fail(message: str, status: int = 1) -> int:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     from telemetry.collector import Collector, ListenError
+    from telemetry.collector.handoff import HANDOFF_FD_ENV
     from telemetry.collector.workers import WORKER_ENV, Supervisor
 
     config = load_config(CollectorConfig, args.config)
@@ -60,15 +62,18 @@ def cmd_collect(args: argparse.Namespace) -> int:
     workers = args.workers or config.collector.workers
     if workers < 1:
         return _fail("--workers must be at least 1", 2)
-    if workers > 1 and WORKER_ENV not in os.environ:
-        return run_async(lambda: Supervisor(config, args.config, workers).run())
+    handoff = None
     if WORKER_ENV in os.environ:
         structlog.contextvars.bind_contextvars(worker=int(os.environ[WORKER_ENV]))
+        if HANDOFF_FD_ENV in os.environ:
+            handoff = socket.socket(fileno=int(os.environ[HANDOFF_FD_ENV]))
 
     async def main() -> None:
-        await Collector(config).run(on_started=_tune_gc)
+        await Collector(config, handoff=handoff).run(on_started=_tune_gc)
 
     try:
+        if workers > 1 and WORKER_ENV not in os.environ:
+            return run_async(lambda: Supervisor(config, args.config, workers).run())
         run_async(main)
     except ListenError as exc:
         return _fail(exc.strerror or str(exc))
@@ -342,8 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-w",
         type=int,
         metavar="N",
-        help="run N collector processes sharing the ingest port (SO_REUSEPORT) under one "
-        "supervisor that serves the HTTP port (default: [collector] workers, 1)",
+        help="run N collector processes under one supervisor that accepts on the ingest port, "
+        "hands connections to the workers in turn and serves the HTTP port "
+        "(default: [collector] workers, 1)",
     )
     collect.set_defaults(func=cmd_collect)
 

@@ -61,8 +61,9 @@ class CollectorSection(Strict):
     dead_letter_max_bytes: int = Field(default=4096, ge=0)
     #: Seconds between two ``ledger`` log events (where every received reading is).
     ledger_interval: float = Field(default=60.0, gt=0)
-    #: Collector processes sharing the ingest port (SO_REUSEPORT), one per core is a good
-    #: start; ``telemetry collect --workers N`` overrides it.
+    #: Collector processes behind one ingest port (a supervisor accepts and hands connections
+    #: to them in turn); one per core is a good start. ``telemetry collect --workers N``
+    #: overrides it.
     workers: int = Field(default=1, ge=1)
 
 
@@ -71,7 +72,8 @@ class IngestConfig(Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_INGEST_PORT, ge=0, le=65535)
-    #: Bind with SO_REUSEPORT, so several collector processes can share the port.
+    #: Bind with SO_REUSEPORT, so several collector processes you start yourself can share the
+    #: port (the kernel spreads connections by hash; ``workers`` balances them evenly).
     reuse_port: bool = False
     max_connections: int = Field(default=10_000, ge=1)
     max_frame_bytes: int = Field(default=DEFAULT_MAX_FRAME_BYTES, ge=64)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client.core import GaugeMetricFamily
 
 from telemetry.collector.connection import Connection
+from telemetry.collector.handoff import Receiver
 from telemetry.collector.http import HttpServer
 from telemetry.collector.ledger import Ledger
 from telemetry.collector.live import LiveView
@@ -42,7 +44,15 @@ class ListenError(OSError):
 class Collector:
     """Receives readings from agents and hands them to the sinks."""
 
-    def __init__(self, config: CollectorConfig, sinks: list[Sink] | None = None) -> None:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        sinks: list[Sink] | None = None,
+        *,
+        handoff: socket.socket | None = None,
+    ) -> None:
+        """``handoff``: a ``--workers`` worker's end of the supervisor's connection hand-off
+        (see :mod:`telemetry.collector.handoff`); it then listens on no port of its own."""
         self.config = config
         self.metrics = Metrics()
         self.ledger = Ledger()
@@ -61,7 +71,10 @@ class Collector:
         self.http = HttpServer(self)
         self.ingest_port: int | None = None
         self._server: asyncio.Server | None = None
+        self._handoff = handoff
+        self._receiver: Receiver | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handshakes: set[asyncio.Task[Any]] = set()
         self._next_id = 0
         self._stop: asyncio.Event | None = None
         self.metrics.watch(self._live_gauges)
@@ -74,20 +87,25 @@ class Collector:
         await self.pipeline.start()
         ingest = self.config.ingest
         try:
-            self._server = await asyncio.start_server(
-                self._accept,
-                ingest.host,
-                ingest.port,
-                reuse_address=True,
-                reuse_port=ingest.reuse_port or None,
-                backlog=1024,
-            )
-            self.ingest_port = self._server.sockets[0].getsockname()[1]
+            if self._handoff is not None:
+                self._receiver = Receiver(self._handoff, self._serve_passed, self.request_stop)
+                self._receiver.start()
+                self.ingest_port = ingest.port
+            else:
+                self._server = await asyncio.start_server(
+                    self._accept,
+                    ingest.host,
+                    ingest.port,
+                    reuse_address=True,
+                    reuse_port=ingest.reuse_port or None,
+                    backlog=1024,
+                )
+                self.ingest_port = self._server.sockets[0].getsockname()[1]
             if self.config.http.enabled:
                 await self.http.start(self.config.http.host, self.config.http.port)
         except OSError as exc:
             await self._abort()
-            raise _listen_error(exc, self._failed_address(exc)) from None
+            raise listen_error(exc, self._failed_address(exc)) from None
         self.state = "serving"
         log.info(
             "collector_started",
@@ -98,13 +116,12 @@ class Collector:
         )
 
     def _failed_address(self, exc: OSError) -> str:
-        if self._server is None:
+        if self._server is None and self._receiver is None:
             return f"{self.config.ingest.host}:{self.config.ingest.port}"
         return f"{self.config.http.host}:{self.config.http.port}"
 
     async def _abort(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        self._stop_listening()
         await self.http.stop()
         await self.pipeline.close(timeout=1.0)
         self.state = "stopped"
@@ -149,8 +166,7 @@ class Collector:
         timeout = self.config.collector.shutdown_timeout
         deadline = time.monotonic() + timeout
         log.info("drain_started", connections=len(self.connections), timeout=timeout)
-        if self._server is not None:
-            self._server.close()
+        self._stop_listening()
         for conn in list(self.connections.values()):
             conn.drain("collector shutting down")
         if self._tasks:
@@ -220,6 +236,27 @@ class Collector:
 
     # --- connections ------------------------------------------------------------------------
 
+    def _stop_listening(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._receiver is not None:
+            self._receiver.close()
+
+    def _serve_passed(self, sock: socket.socket) -> None:
+        """Serve a connection the supervisor accepted, as :meth:`_accept` serves our own."""
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, self._accept, loop=loop)
+        task = loop.create_task(loop.connect_accepted_socket(lambda: protocol, sock))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshake_done)
+
+    def _handshake_done(self, task: asyncio.Task[Any]) -> None:
+        self._handshakes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("connection_lost", error=str(task.exception()))
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -251,7 +288,8 @@ class Collector:
             self.metrics.open_connections.dec()
 
 
-def _listen_error(exc: OSError, address: str) -> ListenError:
+def listen_error(exc: OSError, address: str) -> ListenError:
+    """The :class:`ListenError` for a failed bind of ``address``."""
     if exc.errno == errno.EADDRINUSE:
         return ListenError(exc.errno, f"cannot listen on {address}: address already in use")
     return ListenError(exc.errno, f"cannot listen on {address}: {exc.strerror or exc}")

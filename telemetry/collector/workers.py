@@ -1,10 +1,11 @@
 """``telemetry collect --workers N``: N collector processes sharing one ingest port.
 
-How this works: the process the user started becomes a supervisor. It starts N workers, each
-a whole collector (``telemetry collect`` with environment overrides) whose ingest listener
-binds the same port with ``SO_REUSEPORT``, so the kernel spreads new connections over the
-workers and every core does its share. Each worker's HTTP side port is private (127.0.0.1,
-a port chosen by the supervisor). The supervisor serves the configured HTTP port:
+How this works: the process the user started becomes a supervisor. It listens on the ingest
+port and starts N workers, each a whole collector (``telemetry collect`` with environment
+overrides) that listens on no port of its own: the supervisor accepts each connection and
+hands it to the next worker in turn (:mod:`telemetry.collector.handoff`), so the connections,
+and every core's share of the work, stay even. Each worker's HTTP side port is private
+(127.0.0.1, a port chosen by the supervisor). The supervisor serves the configured HTTP port:
 
 - ``/healthz``: 200 while every worker process is alive;
 - ``/readyz``: 200 while every worker is ready (each is asked);
@@ -13,10 +14,11 @@ a port chosen by the supervisor). The supervisor serves the configured HTTP port
 - ``/api/tail``: every worker's stream of readings, interleaved event by event;
 - anything else (the live page itself): passed to worker 0.
 
-SIGTERM/SIGINT are forwarded to every worker, which drains as a single collector does; the
-supervisor exits 0 when every worker did. A worker that dies after start-up is restarted after
-a short backoff; one that fails during start-up (a busy port, a sink that cannot start) stops
-the whole collector with its exit status.
+SIGTERM/SIGINT close the ingest port and are forwarded to every worker, which drains as a
+single collector does; the supervisor exits 0 when every worker did. A worker that dies after
+start-up is restarted after a short backoff (connections go to the others meanwhile); one that
+fails during start-up (a sink that cannot start) stops the whole collector with its exit
+status, and so does a busy ingest port.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector as PromCollector
 
+from telemetry.collector.handoff import HANDOFF_FD_ENV, handoff_pair, send_connection
 from telemetry.collector.metrics import CONTENT_TYPE
+from telemetry.collector.server import listen_error
 from telemetry.config import CollectorConfig
 from telemetry.log import get_logger
 
@@ -65,6 +69,8 @@ class Worker:
         self.index = index
         self.http_port = http_port
         self.process: asyncio.subprocess.Process | None = None
+        #: The supervisor's end of this worker's connection hand-off.
+        self.channel: socket.socket | None = None
 
     @property
     def base_url(self) -> str:
@@ -150,7 +156,8 @@ class Supervisor:
     def __init__(self, config: CollectorConfig, config_path: Path | None, workers: int) -> None:
         self.config = config
         self.config_path = config_path
-        self.ingest_port = config.ingest.port or free_port(config.ingest.host)
+        self.ingest_port = config.ingest.port
+        self._listener: socket.socket | None = None
         self.workers = [Worker(i, free_port("127.0.0.1")) for i in range(workers)]
         self.stopping = False
         self._metrics = _WorkerMetrics()
@@ -170,7 +177,6 @@ class Supervisor:
             **os.environ,
             WORKER_ENV: str(worker.index),
             "TELEMETRY_INGEST__PORT": str(self.ingest_port),
-            "TELEMETRY_INGEST__REUSE_PORT": "true",
             "TELEMETRY_HTTP__ENABLED": "true",
             "TELEMETRY_HTTP__HOST": "127.0.0.1",
             "TELEMETRY_HTTP__PORT": str(worker.http_port),
@@ -178,10 +184,57 @@ class Supervisor:
         }
 
     async def _spawn(self, worker: Worker) -> None:
-        worker.process = await asyncio.create_subprocess_exec(
-            *self._command(), env=self._environment(worker)
-        )
+        if worker.channel is not None:
+            worker.channel.close()
+        worker.channel, theirs = handoff_pair()
+        try:
+            worker.process = await asyncio.create_subprocess_exec(
+                *self._command(),
+                env={**self._environment(worker), HANDOFF_FD_ENV: str(theirs.fileno())},
+                pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
         log.info("worker_started", worker=worker.index, pid=worker.process.pid)
+
+    def _listen(self) -> None:
+        """Bind the ingest port; raise :class:`ListenError` (a busy port, a bad host)."""
+        ingest = self.config.ingest
+        family = socket.AF_INET6 if ":" in ingest.host else socket.AF_INET
+        try:
+            self._listener = socket.create_server(
+                (ingest.host, ingest.port), family=family, backlog=1024
+            )
+        except OSError as exc:
+            raise listen_error(exc, f"{ingest.host}:{ingest.port}") from None
+        self._listener.setblocking(False)
+        self.ingest_port = self._listener.getsockname()[1]
+
+    async def _accept_loop(self) -> None:
+        """Accept every connection and hand it to the next live worker, round robin."""
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        turn = 0
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(self._listener)
+            except OSError as exc:  # e.g. out of file descriptors: keep the port open
+                log.error("accept_failed", error=str(exc))
+                await asyncio.sleep(0.1)
+                continue
+            with conn:
+                for _ in range(len(self.workers)):
+                    worker = self.workers[turn % len(self.workers)]
+                    turn += 1
+                    if not worker.alive or worker.channel is None:
+                        continue
+                    try:
+                        await send_connection(worker.channel, conn)
+                        break
+                    except OSError as exc:
+                        log.warning("handoff_failed", worker=worker.index, error=str(exc))
+                else:
+                    log.warning("connection_refused", code="no_worker", detail="no worker alive")
 
     async def _wait_ready(self, worker: Worker) -> bool:
         """Poll the worker's /readyz until 200; False if it exits first or times out."""
@@ -208,7 +261,9 @@ class Supervisor:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        self._listen()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        accepting: asyncio.Task[None] | None = None
         try:
             await asyncio.gather(*(self._spawn(w) for w in self.workers))
             ready = await asyncio.gather(*(self._wait_ready(w) for w in self.workers))
@@ -217,6 +272,7 @@ class Supervisor:
                 log.error("worker_start_failed", workers=failed)
                 return await self._stop_all() or 1
             await self._start_http()
+            accepting = asyncio.create_task(self._accept_loop())
             log.info(
                 "collector_started",
                 workers=len(self.workers),
@@ -231,6 +287,13 @@ class Supervisor:
                 task.cancel()
             return await self._stop_all()
         finally:
+            if accepting is not None:
+                accepting.cancel()
+            if self._listener is not None:
+                self._listener.close()
+            for worker in self.workers:
+                if worker.channel is not None:
+                    worker.channel.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             if self._http is not None:
@@ -249,8 +312,11 @@ class Supervisor:
             await self._spawn(worker)
 
     async def _stop_all(self) -> int:
-        """SIGTERM every worker, wait for their drains; 0 when every one exited 0."""
+        """Close the ingest port, SIGTERM every worker, wait for their drains; 0 when every
+        one exited 0."""
         self.stopping = True
+        if self._listener is not None:
+            self._listener.close()
         timeout = self.config.collector.shutdown_timeout + 5
         for worker in self.workers:
             if worker.alive and worker.process is not None:
