@@ -173,19 +173,19 @@ class Agent:
         """
         if self._closed:
             raise RuntimeError("agent is closed")
-        if isinstance(reading, Reading):
+        # A clean dict is encoded as it is; otherwise the exact model says what is wrong.
+        item = encode_reading(reading) if type(reading) is dict else None
+        if item is None:
+            if not isinstance(reading, Reading):
+                reading = validate_reading(dict(reading))
             item = to_json(reading.to_wire())
-        else:  # a clean dict is encoded as it is; otherwise the exact model says what is wrong
-            encoded = encode_reading(reading) if isinstance(reading, dict) else None
-            item = encoded or to_json(validate_reading(dict(reading)).to_wire())
-        was_empty = len(self._batcher) == 0
         closed = self._batcher.add(item, asyncio.get_running_loop().time())
+        self._drained.clear()  # a reading is pending now, open or spooled
         if closed is not None:
             self._spool(closed)
             await asyncio.sleep(0)  # a fast producer still lets the sender run
-        elif was_empty:
-            self._batch_open.set()
-        self._update_drained()
+        else:
+            self._batch_open.set()  # wakes the flush timer when the batch just opened
 
     async def flush(self) -> None:
         """Close the current batch into the spool now (no-op when it is empty)."""

@@ -63,6 +63,8 @@ class SpooledBatch:
     @classmethod
     def of(cls, seq: int, readings: Sequence[bytes | Mapping[str, Any]]) -> SpooledBatch:
         """A batch of readings given encoded (``bytes``) or as wire dicts."""
+        if set(map(type, readings)) <= {builtins.bytes}:  # as the agent gives them: no loop
+            return cls(seq, tuple(readings))  # type: ignore[arg-type]
         return cls(seq, tuple(r if isinstance(r, bytes) else to_json(r) for r in readings))
 
     @cached_property
