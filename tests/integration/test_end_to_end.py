@@ -403,6 +403,71 @@ async def tail_through_supervisor(http_port: int, port: int) -> int:
     return received
 
 
+def test_a_killed_worker_is_replaced_and_no_connection_is_lost(tmp_path):
+    """--workers 2: while one worker is dead its turn passes to the other; it comes back."""
+    import psutil
+
+    port, http_port = free_port(), free_port()
+    config = tmp_path / "w.toml"
+    config.write_text(
+        f'[ingest]\nport = {port}\n[http]\nport = {http_port}\n[[sinks]]\ntype = "null"\n'
+    )
+    log = tmp_path / "w.log"
+    proc = subprocess.Popen(
+        [*COMMAND, "collect", "--config", str(config), "--workers", "2"],
+        stderr=log.open("wb"),
+        env=env(),
+    )
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def wait_for(check: Any, what: str) -> None:
+        deadline = time.monotonic() + timeout(30)
+        while not check():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, what
+            time.sleep(0.1)
+
+    async def send(count: int, prefix: str) -> None:
+        for n in range(count):
+            section = AgentSection(id=f"{prefix}{n}", endpoints=[f"127.0.0.1:{port}"])
+            ack = await send_once(section, [{"sensor": f"s{n}", "value": n}], timeout(10))
+            assert ack.accepted == 1
+
+    try:
+        wait_for(ready, "workers did not become ready")
+        first, second = psutil.Process(proc.pid).children()
+        first.kill()
+        first.wait(timeout(10))
+        asyncio.run(send(6, "during"))  # every connection goes to the live worker
+        wait_for(ready, "the killed worker was not replaced")
+        workers = psutil.Process(proc.pid).children()
+        assert second in workers
+        assert len(workers) == 2
+        asyncio.run(send(6, "after"))
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        acks = {
+            sample.labels["worker"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "telemetry_acks_total"
+        }
+        # The replacement started its counters at 0 and took its turn again afterwards.
+        assert sum(acks.values()) == 12
+        assert min(acks.values()) >= 3, acks
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout(30)) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_workers_fail_together_when_the_port_is_busy(tmp_path):
     """A busy ingest port stops the whole worker group with a non-zero status."""
     with socket.socket() as busy:
