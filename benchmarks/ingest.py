@@ -25,8 +25,7 @@ from common import collector, effective_workers, loadavg, machine, verdict
 
 from telemetry.bench import BenchOptions, Payloads, encode_readings, run_bench
 from telemetry.cli import run_async
-from telemetry.collector.records import batch_records
-from telemetry.protocol.fastpath import decode_batch
+from telemetry.collector.records import BATCH_VALIDATOR, clean_batch
 
 CONNECTIONS = (1, 4, 16)
 BATCH = 500
@@ -96,10 +95,11 @@ def run_ingest(workers: int, readings: int, payloads: Payloads) -> list[Row]:
 def validation_limit(payloads: Payloads, readings: int) -> dict[str, float]:
     """Readings/s of the collector's own code path for a clean batch, in process.
 
-    ``validate``: :func:`telemetry.protocol.fastpath.decode_batch` alone (JSON bytes to
-    validated readings, one pydantic-core call); ``records``: that plus
-    :func:`telemetry.collector.records.batch_records` (the :class:`Record` objects the pipeline
-    takes), exactly what a connection does with a clean batch before queueing it.
+    ``validate``: the one pydantic-core call that turns the JSON bytes into validated
+    :class:`Record` objects (``records.BATCH_VALIDATOR``); ``records``:
+    :func:`telemetry.collector.records.clean_batch`, that call plus setting what the wire does
+    not carry (reading ids, agent, receive time; the clock-skew check), exactly what a
+    connection does with a clean batch before queueing it.
     Each with gc as Python has it (``*_default``), tuned as ``telemetry collect`` tunes it
     (``gc.freeze()``, young-generation threshold 50,000: ``*_tuned``) and off (``*_off``); and
     per CPU second (``..._cpu``). ``ROUNDS`` interleaved rounds; the best of each is kept.
@@ -109,13 +109,11 @@ def validation_limit(payloads: Payloads, readings: int) -> dict[str, float]:
     skew = timedelta(seconds=300)
 
     def validate() -> None:
-        decode_batch(payload)
+        BATCH_VALIDATOR.validate_json(payload)
 
     def records() -> None:
-        decoded = decode_batch(payload)
-        assert decoded is not None
         now = datetime.now(UTC)
-        assert batch_records(decoded[1], "bench-1", decoded[0], now, now + skew) is not None
+        assert clean_batch(payload, "bench-1", now, now + skew) is not None
 
     def rate(step: Callable[[], None]) -> tuple[float, float]:
         for _ in range(10):  # warm up
@@ -155,8 +153,8 @@ def validation_limit(payloads: Payloads, readings: int) -> dict[str, float]:
 
 def print_limit(limit: dict[str, float]) -> None:
     for name, what in (
-        ("validate", "decode_batch: JSON bytes to validated readings"),
-        ("records", "decode_batch + batch_records: to the Records sinks take"),
+        ("validate", "validation: JSON bytes to validated Records, one pydantic-core call"),
+        ("records", "clean_batch: that + ids, agent, receive time: the Records sinks take"),
     ):
         print(
             f"limit ({what}), in process, batches of {BATCH}, best of {ROUNDS}: "

@@ -1,11 +1,15 @@
 """One agent connection's life: frames in, readings to the pipeline, acks out.
 
 How this works: :meth:`Connection.run` reads chunks, cuts them into frames with the sans-I/O
-:class:`FrameDecoder` and handles each frame in order. A fire-and-forget reading is validated
-and queued with no reply. A ``batch`` is validated reading by reading; the good ones go to the
-pipeline and a task waits for every sink to take them before it sends ``ack`` (listing the
-rejected indexes), or ``nack`` when a sink gave up. At most ``window`` batches wait at once:
-beyond that, and whenever a sink queue is full, the loop stops reading (backpressure).
+:class:`FrameDecoder` and handles each frame in order. Clean frames take the fast path
+(:mod:`telemetry.collector.records`): a run of fire-and-forget readings, or a whole ``batch``,
+validated from its JSON bytes in one native call each. Anything else (a ``hello``, a bad
+reading, a timestamp too far ahead) takes the exact path, which validates reading by reading
+and names every problem. A fire-and-forget reading is queued with no reply. A batch's good
+readings go to the pipeline and a task waits for every sink to take them before it sends
+``ack`` (listing the rejected indexes), or ``nack`` when a sink gave up. At most ``window``
+batches wait at once: beyond that, and whenever a sink queue is full, the loop stops reading
+(backpressure).
 
 A :class:`ProtocolError` (broken header, oversized frame, bad hello...) sends one ``error``
 message and closes this connection only. :meth:`Connection.drain` sends ``goaway``, stops
@@ -28,7 +32,7 @@ import structlog
 from telemetry.collector.pipeline import DeliveryFailed, Refusal
 from telemetry.collector.records import (
     CONTROL_KEY,
-    batch_records,
+    clean_batch,
     clean_loose_records,
     reading_record,
 )
@@ -54,7 +58,6 @@ from telemetry.protocol import (
     validation_context,
 )
 from telemetry.protocol.errors import BadJson
-from telemetry.protocol.fastpath import decode_batch
 from telemetry.protocol.messages import (
     PROTOCOL_VERSION,
     Rejection,
@@ -230,10 +233,9 @@ class Connection:
                 return
             payload = frames[index]
             index += 1
-            if self.agent is not None and CONTROL_KEY in payload:
-                batch = decode_batch(payload)
-                if batch is not None and await self._handle_clean_batch(*batch):
-                    continue
+            clean = self.agent is not None and CONTROL_KEY in payload
+            if clean and await self._handle_clean_batch(payload):
+                continue
             # The exact path: anything else, with the precise reasons.
             await self._handle_exact(payload)
 
@@ -352,15 +354,16 @@ class Connection:
             return False
         return True
 
-    async def _handle_clean_batch(self, seq: int, readings: list[dict[str, Any]]) -> bool:
-        """Queue a batch the fast path found clean; ``False``: a ``ts`` is too far ahead, so it
-        must take the exact path (which rejects those readings with their reason)."""
+    async def _handle_clean_batch(self, payload: bytes) -> bool:
+        """Queue a batch the fast path finds clean; ``False``: it is not, so it must take the
+        exact path (which finds and names every problem)."""
         assert self.agent is not None
         now = datetime.now(UTC)
-        records = batch_records(readings, self.agent, seq, now, now + self._skew)
-        if records is None:
+        batch = clean_batch(payload, self.agent, now, now + self._skew)
+        if batch is None:
             return False
-        if self._admit_batch(seq, len(readings)):
+        seq, records = batch
+        if self._admit_batch(seq, len(records)):
             self.collector.metrics.batches.inc()
             await self._queue_batch(seq, records, [])
         return True

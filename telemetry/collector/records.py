@@ -1,23 +1,24 @@
 """Frames to the records the collector hands its sinks: the per-reading hot loops.
 
-How this works: :func:`clean_loose_records` walks a read's frames and turns each clean
-fire-and-forget reading into a :class:`Record` (one native validation call per frame, see
-:mod:`telemetry.protocol.fastpath`) until it meets a frame that is not one: a control message
-(a ``hello`` fails validation as a reading), or anything the exact path has to look at.
-:func:`batch_records` does the same for a clean batch's readings. Both leave out readings
-whose ``ts`` is beyond ``limit`` (the receive time plus ``max_clock_skew``): the exact path
-rejects those with their reason.
+How this works: pydantic-core validates a clean frame's JSON bytes straight into
+:class:`Record` objects, with the schemas of :mod:`telemetry.protocol.fastpath` (no dict per
+reading in between); these loops then set what the wire does not carry: the reading id, the
+agent, the receive time, and the receive time as ``ts`` where the reading had none.
+:func:`clean_loose_records` walks a read's frames and does this for each clean fire-and-forget
+reading until it meets a frame that is not one: a control message (a ``hello`` fails
+validation as a reading), or anything the exact path has to look at. :func:`clean_batch` does
+it for a whole ``batch``. Both leave to the exact path readings whose ``ts`` is beyond
+``limit`` (the receive time plus ``max_clock_skew``): it rejects those with their reason.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from operator import attrgetter
-from typing import Any
 
-from pydantic_core import TzInfo, ValidationError
+from pydantic_core import SchemaValidator, TzInfo, ValidationError
 
-from telemetry.protocol.fastpath import READING_VALIDATOR
+from telemetry.protocol.fastpath import batch_schema, record_schema
 from telemetry.protocol.messages import Reading
 from telemetry.sinks.base import Record
 
@@ -27,10 +28,14 @@ CONTROL_KEY = b'"type"'
 #: small frame ~10% of its validation, while a failed validation of a large batch costs a
 #: whole parse of it.
 SMALL_FRAME = 4096
-_ts = attrgetter("ts")
 #: pydantic's UTC, the tzinfo of every UTC ``ts`` the fast path reads. Comparing two datetimes
 #: that share a tzinfo object skips two ``utcoffset()`` calls: ~10x faster.
 NATIVE_UTC = TzInfo(0)
+#: One reading's JSON to a :class:`Record` with its wire fields set.
+RECORD_VALIDATOR = SchemaValidator(record_schema(Record))
+#: A ``batch`` message's JSON to ``{"type", "seq", "readings": [Record...]}``.
+BATCH_VALIDATOR = SchemaValidator(batch_schema(record_schema(Record)))
+_ts = attrgetter("ts")
 
 
 def clean_loose_records(
@@ -42,7 +47,7 @@ def clean_loose_records(
     limit = limit.astimezone(NATIVE_UTC)
     records: list[Record] = []
     append = records.append
-    validate = READING_VALIDATOR.validate_json
+    validate = RECORD_VALIDATOR.validate_json
     for index in range(start, len(frames)):
         payload = frames[index]
         if not payload:
@@ -50,54 +55,46 @@ def clean_loose_records(
         if len(payload) > SMALL_FRAME and CONTROL_KEY in payload:
             return records, index  # likely a batch: don't parse it twice
         try:
-            reading = validate(payload)
+            record: Record = validate(payload)
         except ValidationError:
             return records, index
-        ts = reading.get("ts")
-        if ts is None:
-            ts = now
-        elif ts > limit:
+        if record.ts is None:
+            record.ts = now
+        elif record.ts > limit:
             return records, index
-        append(
-            Record(
-                None,
-                agent,
-                reading["sensor"],
-                reading["value"],
-                ts,
-                now,
-                reading.get("metric"),
-                reading.get("unit"),
-                reading.get("tags") or {},
-            )
-        )
+        if record.tags is None:
+            record.tags = {}
+        record.id = None
+        record.agent = agent
+        record.received_at = now
+        append(record)
     return records, len(frames)
 
 
-def batch_records(
-    readings: list[dict[str, Any]], agent: str, seq: int, now: datetime, limit: datetime
-) -> list[Record] | None:
-    """Records for a clean batch's readings (:func:`decode_batch`), with their reading ids
-    ``"<agent>:<seq>:<index>"``; ``None`` when a ``ts`` is beyond ``limit``."""
-    limit = limit.astimezone(NATIVE_UTC)
-    prefix = f"{agent}:{seq}:"
-    records = [
-        Record(
-            f"{prefix}{index}",
-            agent,
-            reading["sensor"],
-            reading["value"],
-            reading.get("ts") or now,
-            now,
-            reading.get("metric"),
-            reading.get("unit"),
-            reading.get("tags") or {},
-        )
-        for index, reading in enumerate(readings)
-    ]
-    if records and max(map(_ts, records)) > limit:
+def clean_batch(
+    payload: bytes, agent: str, now: datetime, limit: datetime
+) -> tuple[int, list[Record]] | None:
+    """A ``batch`` payload as its ``seq`` and one record per reading, with reading ids
+    ``"<agent>:<seq>:<index>"``; ``None`` when it is anything but a batch of clean readings,
+    all with a ``ts`` up to ``limit``: take the exact path."""
+    try:
+        batch = BATCH_VALIDATOR.validate_json(payload)
+    except ValidationError:
         return None
-    return records
+    seq: int = batch["seq"]
+    records: list[Record] = batch["readings"]
+    prefix = f"{agent}:{seq}:"
+    for index, record in enumerate(records):
+        record.id = f"{prefix}{index}"
+        record.agent = agent
+        record.received_at = now
+        if record.ts is None:
+            record.ts = now
+        if record.tags is None:
+            record.tags = {}
+    if records and max(map(_ts, records)) > limit.astimezone(NATIVE_UTC):
+        return None
+    return seq, records
 
 
 def reading_record(reading: Reading, agent: str, reading_id: str | None, now: datetime) -> Record:

@@ -2,7 +2,8 @@
 
 How this works: :func:`decode_batch` and :func:`decode_reading` hand the payload bytes to
 pydantic-core validators built from core schemas that need no Python callback: the JSON is
-parsed and checked in Rust and comes out as plain dicts. They accept a *subset* of what the
+parsed and checked in Rust and comes out as plain dicts (or, with :func:`record_schema`, as
+the collector's record objects, which is what it runs). They accept a *subset* of what the
 exact models in :mod:`telemetry.protocol.messages` accept, with the same values, and return
 ``None`` for anything else: a ``hello``, a bad reading, a timestamp they do not read natively,
 malformed JSON. The caller then takes the exact path, which finds the precise reasons. So a
@@ -60,36 +61,66 @@ _TS = cs.nullable_schema(
     )
 )
 
+#: A reading's fields: name -> (schema, required). Optional ones may also be ``null``.
+READING_FIELDS: dict[str, tuple[cs.CoreSchema, bool]] = {
+    "sensor": (cs.str_schema(min_length=1, max_length=256, pattern=NO_CONTROL_PATTERN), True),
+    "value": (cs.float_schema(strict=True, allow_inf_nan=False), True),
+    "ts": (_TS, False),
+    "metric": (cs.nullable_schema(cs.str_schema(max_length=128)), False),
+    "unit": (cs.nullable_schema(cs.str_schema(max_length=32)), False),
+    "tags": (
+        cs.dict_schema(
+            cs.str_schema(min_length=1, max_length=64),
+            cs.str_schema(max_length=256),
+            max_length=32,
+        ),
+        False,
+    ),
+}
+
 READING_SCHEMA = cs.typed_dict_schema(
-    {
-        "sensor": _field(
-            cs.str_schema(min_length=1, max_length=256, pattern=NO_CONTROL_PATTERN), required=True
-        ),
-        "value": _field(cs.float_schema(strict=True, allow_inf_nan=False), required=True),
-        "ts": _field(_TS),
-        "metric": _field(cs.nullable_schema(cs.str_schema(max_length=128))),
-        "unit": _field(cs.nullable_schema(cs.str_schema(max_length=32))),
-        "tags": _field(
-            cs.dict_schema(
-                cs.str_schema(min_length=1, max_length=64),
-                cs.str_schema(max_length=256),
-                max_length=32,
-            )
-        ),
-    },
+    {name: _field(schema, required=req) for name, (schema, req) in READING_FIELDS.items()},
     extra_behavior="forbid",
     strict=True,
 )
 
-BATCH_SCHEMA = cs.typed_dict_schema(
-    {
-        "type": _field(cs.literal_schema(["batch"]), required=True),
-        "seq": _field(cs.int_schema(ge=0, strict=True), required=True),
-        "readings": _field(cs.list_schema(READING_SCHEMA), required=True),
-    },
-    extra_behavior="forbid",
-    strict=True,
-)
+
+def batch_schema(reading: cs.CoreSchema) -> cs.CoreSchema:
+    """A ``batch`` message whose readings are validated by ``reading``."""
+    return cs.typed_dict_schema(
+        {
+            "type": _field(cs.literal_schema(["batch"]), required=True),
+            "seq": _field(cs.int_schema(ge=0, strict=True), required=True),
+            "readings": _field(cs.list_schema(reading), required=True),
+        },
+        extra_behavior="forbid",
+        strict=True,
+    )
+
+
+def record_schema(cls: type[Any]) -> cs.CoreSchema:
+    """A reading validated straight into an instance of ``cls``, a ``slots`` dataclass that has
+    a field for each reading field, with no per-reading dict in between.
+
+    pydantic-core creates the instance without calling ``__init__`` and sets only the reading
+    fields (a missing one to ``None``, ``tags`` too): the caller sets the others.
+    """
+    fields = [  # a missing field is None; only where the wire allows it may null be sent
+        cs.dataclass_field(
+            name, schema if required else cs.with_default_schema(schema, default=None)
+        )
+        for name, (schema, required) in READING_FIELDS.items()
+    ]
+    return cs.dataclass_schema(
+        cls,
+        cs.dataclass_args_schema(cls.__name__, fields, extra_behavior="forbid"),
+        list(READING_FIELDS),
+        slots=True,
+        strict=True,
+    )
+
+
+BATCH_SCHEMA = batch_schema(READING_SCHEMA)
 
 #: The validator behind :func:`decode_reading`, for loops that call it per frame.
 READING_VALIDATOR = SchemaValidator(READING_SCHEMA)

@@ -529,3 +529,47 @@ async def test_the_ledger_accounts_for_every_batch_reading(start_collector):
     assert ledger.balanced
     value = collector.metrics.value
     assert value("telemetry_ledger_readings", state="acked") == 2
+
+
+async def test_fast_and_exact_paths_keep_the_order_of_one_read(start_collector):
+    """One read mixing clean and unusual frames: every reading lands in order, each bad one is
+    rejected, and each batch is acked as if its frames had come one by one."""
+    sink = RecordingSink()
+    collector = await start_collector(sinks=[sink], ingest={"max_clock_skew": 60})
+    client = await WireClient.connect(collector.ingest_port)
+    ahead = (datetime.now(UTC) + timedelta(seconds=600)).isoformat()
+
+    def reading(sensor: str, **extra: object) -> dict[str, object]:
+        return {"sensor": sensor, "value": 1, **extra}
+
+    await client.send_raw(
+        frame(reading("loose-1"))
+        + frame(reading("loose-ahead", ts=ahead))  # the exact path rejects it
+        + frame(reading("loose-2"))
+        + frame({"sensor": "loose-bad"})  # no value
+        + frame(b"")  # heartbeat
+        + frame({"type": "hello", "agent": "mixed"})
+        + frame({"type": "batch", "seq": 0, "readings": [reading("batch-0a"), reading("b0b")]})
+        + frame({"type": "batch", "seq": 1, "readings": [reading("b1a"), reading("x", ts=ahead)]})
+        + frame(reading("loose-3", ts=1764227702.5))
+    )
+    assert (await client.recv())["type"] == "welcome"
+    first, second = await client.recv(), await client.recv()
+    assert (first["seq"], first["accepted"], first["rejected"]) == (0, 2, [])
+    assert (second["seq"], second["accepted"]) == (1, 1)
+    assert [r["index"] for r in second["rejected"]] == [1]
+    await collector.shutdown()
+    assert [r.sensor for r in sink.records] == [
+        "loose-1",
+        "loose-2",
+        "batch-0a",
+        "b0b",
+        "b1a",
+        "loose-3",
+    ]
+    assert [r.id for r in sink.records if r.id] == ["mixed:0:0", "mixed:0:1", "mixed:1:0"]
+    assert sink.records[0].agent.startswith("127.0.0.1:")  # before the hello: the peer
+    assert sink.records[-1].agent == "mixed"
+    ledger = collector.ledger
+    assert (ledger.loose_received, ledger.loose_rejected) == (5, 2)
+    assert (ledger.received, ledger.acked, ledger.rejected) == (4, 3, 1)

@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from telemetry.collector.records import batch_records, clean_loose_records
+from telemetry.collector.records import RECORD_VALIDATOR, clean_batch, clean_loose_records
 from telemetry.protocol.fastpath import decode_batch, decode_reading, encode_reading
 from telemetry.protocol.messages import validate_reading
+from telemetry.sinks.base import Record
 
 
 def _exact(raw: Any) -> dict[str, Any] | None:
@@ -24,6 +25,16 @@ def _exact(raw: Any) -> dict[str, Any] | None:
     except ValidationError:
         return None
     return reading.model_dump()
+
+
+def _record(payload: bytes) -> dict[str, Any] | None:
+    """What the collector's record validator makes of a payload, as a dict of wire fields."""
+    try:
+        record = RECORD_VALIDATOR.validate_json(payload)
+    except ValidationError:
+        return None
+    fields = ("sensor", "value", "ts", "metric", "unit", "tags")
+    return {name: getattr(record, name) for name in fields if getattr(record, name) is not None}
 
 
 def _same(fast: dict[str, Any], exact: dict[str, Any]) -> None:
@@ -103,11 +114,15 @@ def test_fast_reading_accepts_only_what_the_exact_path_accepts(raw: dict[str, An
     except ValueError:
         return  # not JSON-encodable (an integer too long for str())
     fast = decode_reading(payload)
+    record = _record(payload)
+    assert (fast is None) == (record is None), payload  # the two fast schemas agree
     if fast is None:
         return
     exact = _exact(json.loads(payload))
     assert exact is not None, payload
     _same(fast, exact)
+    assert record is not None
+    _same(record, exact)
 
 
 @settings(max_examples=2000, deadline=None)
@@ -159,11 +174,13 @@ def test_clean_readings_take_the_fast_path() -> None:
         b'{"sensor":"s","value":1',
         b'\xff{"sensor":"s","value":1}',
         b'[{"sensor":"s","value":1}]',
+        b'{"sensor":"s","value":1,"tags":null}',
     ],
 )
 def test_anything_unusual_goes_to_the_exact_path(payload: bytes) -> None:
     """Control messages, bad readings and timestamps pydantic alone would misread: None."""
     assert decode_reading(payload) is None
+    assert _record(payload) is None
 
 
 def test_a_clean_batch_is_one_call() -> None:
@@ -192,33 +209,37 @@ def test_a_batch_with_any_problem_goes_to_the_exact_path(payload: bytes) -> None
     assert decode_batch(payload) is None
 
 
-def test_batch_records_carry_ids_and_defaults() -> None:
+def test_a_clean_batch_becomes_records_with_ids_and_defaults() -> None:
     """Records get "<agent>:<seq>:<index>" ids, the receive time as a missing ts, empty tags."""
     now = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
-    ts = now - timedelta(seconds=5)
-    records = batch_records(
-        [{"sensor": "a", "value": 1.0, "ts": ts}, {"sensor": "b", "value": 2.0, "unit": "%"}],
-        "agent-1",
-        9,
-        now,
-        now + timedelta(seconds=300),
+    payload = (
+        b'{"type":"batch","seq":9,"readings":[{"sensor":"a","value":1,'
+        b'"ts":"2026-11-27T06:59:55Z"},{"sensor":"b","value":2.5,"unit":"%"}]}'
     )
-    assert records is not None
-    assert [r.id for r in records] == ["agent-1:9:0", "agent-1:9:1"]
-    assert [r.ts for r in records] == [ts, now]
-    assert records[1].unit == "%"
-    assert records[1].tags == {}
-    assert records[1].received_at == now
+    batch = clean_batch(payload, "agent-1", now, now + timedelta(seconds=300))
+    assert batch is not None
+    seq, records = batch
+    assert seq == 9
+    assert records == [
+        Record("agent-1:9:0", "agent-1", "a", 1.0, now - timedelta(seconds=5), now, tags={}),
+        Record("agent-1:9:1", "agent-1", "b", 2.5, now, now, unit="%", tags={}),
+    ]
 
 
-def test_a_future_timestamp_sends_the_batch_to_the_exact_path() -> None:
-    """A ts beyond now + max_clock_skew makes batch_records say None."""
+def test_a_future_timestamp_or_a_bad_reading_sends_the_batch_to_the_exact_path() -> None:
+    """A ts beyond now + max_clock_skew, or any reading the fast path refuses: None."""
     now = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
     limit = now + timedelta(seconds=300)
-    ahead = {"sensor": "a", "value": 1.0, "ts": limit + timedelta(microseconds=1)}
-    within = {"sensor": "a", "value": 1.0, "ts": limit}
-    assert batch_records([within, ahead], "a", 1, now, limit) is None
-    assert batch_records([within], "a", 1, now, limit) is not None
+
+    def batch(*readings: bytes) -> bytes:
+        return b'{"type":"batch","seq":1,"readings":[' + b",".join(readings) + b"]}"
+
+    within = b'{"sensor":"a","value":1,"ts":"2026-11-27T07:05:00Z"}'
+    ahead = b'{"sensor":"a","value":1,"ts":"2026-11-27T07:05:00.000001Z"}'
+    assert clean_batch(batch(within), "a", now, limit) is not None
+    assert clean_batch(batch(within, ahead), "a", now, limit) is None
+    assert clean_batch(batch(within, b'{"sensor":"a"}'), "a", now, limit) is None
+    assert clean_batch(b'{"type":"hello","agent":"a"}', "a", now, limit) is None
 
 
 def test_clean_loose_records_stop_at_the_first_frame_the_exact_path_must_see() -> None:
