@@ -3,6 +3,8 @@
 How this works: the supervisor listens on the ingest port and accepts every connection
 itself, then passes the socket to the next worker in turn (round robin) as ``SCM_RIGHTS``
 over a Unix ``SOCK_SEQPACKET`` pair, one message per connection, and closes its copy. A
+worker whose queue of passed connections is full (~280: its event loop is not reading it) is
+skipped for the next one. A
 worker serves a passed socket exactly as one it accepted. Round robin keeps the connection
 counts even: with ``SO_REUSEPORT`` the kernel hashes each connection to a worker, and with a
 handful of connections one worker often got most of them while another idled.
@@ -33,20 +35,32 @@ def handoff_pair() -> tuple[socket.socket, socket.socket]:
     return ours, theirs
 
 
-async def send_connection(channel: socket.socket, conn: socket.socket) -> None:
-    """Pass ``conn`` through ``channel``; raise :class:`OSError` when the worker is gone."""
+def try_send_connection(channel: socket.socket, conn: socket.socket) -> bool:
+    """Pass ``conn`` through ``channel``; ``False`` when the worker's queue is full. Raises
+    :class:`OSError` when the worker is gone."""
+    try:
+        socket.send_fds(channel, [_MESSAGE], [conn.fileno()])
+    except BlockingIOError:
+        return False
+    return True
+
+
+async def wait_writable(channel: socket.socket) -> None:
+    """Wait until ``channel`` has room again (its worker read some of its queue)."""
     loop = asyncio.get_running_loop()
-    while True:
-        try:
-            socket.send_fds(channel, [_MESSAGE], [conn.fileno()])
-            return
-        except BlockingIOError:  # the worker's queue is full: wait until it reads
-            writable = loop.create_future()
-            loop.add_writer(channel.fileno(), writable.set_result, None)
-            try:
-                await writable
-            finally:
-                loop.remove_writer(channel.fileno())
+    writable = loop.create_future()
+    loop.add_writer(channel.fileno(), writable.set_result, None)
+    try:
+        await writable
+    finally:
+        loop.remove_writer(channel.fileno())
+
+
+async def send_connection(channel: socket.socket, conn: socket.socket) -> None:
+    """Pass ``conn`` through ``channel``, waiting while the worker's queue is full; raise
+    :class:`OSError` when the worker is gone."""
+    while not try_send_connection(channel, conn):
+        await wait_writable(channel)
 
 
 class Receiver:

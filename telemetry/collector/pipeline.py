@@ -38,12 +38,20 @@ from typing import Any
 from telemetry.collector.metrics import Metrics
 from telemetry.config import SinkBase
 from telemetry.log import get_logger
-from telemetry.sinks.base import DeadLetter, PermanentSinkError, Record, Sink
+from telemetry.sinks.base import (
+    DeadLetter,
+    PermanentSinkError,
+    Record,
+    Sink,
+    TransientSinkError,
+)
 
 log = get_logger("telemetry.pipeline")
 
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 2.0
+#: Seconds a sink that is not reachable yet at start-up is retried at least.
+START_DEADLINE = 30.0
 
 #: A record a sink refused for good, and why: ``"sink <name>: <the sink's reason>"``.
 Refusal = tuple[Record, str]
@@ -100,7 +108,22 @@ class SinkRunner:
         self._worker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.sink.start()
+        """Start the sink, retrying a :class:`TransientSinkError` (a backend not answering
+        yet) with backoff for up to ``retry_deadline`` or :data:`START_DEADLINE` seconds,
+        whichever is longer; then start the worker. Anything else is raised at once."""
+        deadline = time.monotonic() + max(self.retry_deadline, START_DEADLINE)
+        attempt = 0
+        while True:
+            try:
+                await self.sink.start()
+                break
+            except TransientSinkError as exc:
+                delay = backoff_delay(attempt, base=0.5)
+                if time.monotonic() + delay > deadline:
+                    raise
+                attempt += 1
+                log.warning("sink_start_failed", sink=self.name, error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
         self._worker = asyncio.create_task(self._run(), name=f"sink-{self.name}")
 
     # --- routing and queueing ---------------------------------------------------------------

@@ -82,9 +82,25 @@ class Collector:
     # --- life -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start sinks, then the ingest and HTTP listeners; raise :class:`ListenError`."""
+        """Start the HTTP side port, the sinks, then the ingest listener; raise
+        :class:`ListenError` when a port cannot be bound.
+
+        The side port comes first: while the sinks start (a backend may take a while to
+        answer), ``/healthz`` says the process is alive and ``/readyz`` answers 503.
+        """
         self._stop = asyncio.Event()
-        await self.pipeline.start()
+        http = self.config.http
+        if http.enabled:
+            try:
+                await self.http.start(http.host, http.port)
+            except OSError as exc:
+                raise listen_error(exc, f"{http.host}:{http.port}") from None
+        try:
+            await self.pipeline.start()
+        except BaseException:
+            await self.http.stop()
+            self.state = "stopped"
+            raise
         ingest = self.config.ingest
         try:
             if self._handoff is not None:
@@ -101,24 +117,17 @@ class Collector:
                     backlog=1024,
                 )
                 self.ingest_port = self._server.sockets[0].getsockname()[1]
-            if self.config.http.enabled:
-                await self.http.start(self.config.http.host, self.config.http.port)
         except OSError as exc:
             await self._abort()
-            raise listen_error(exc, self._failed_address(exc)) from None
+            raise listen_error(exc, f"{ingest.host}:{ingest.port}") from None
         self.state = "serving"
         log.info(
             "collector_started",
             collector=self.config.collector.id,
             ingest=f"{ingest.host}:{self.ingest_port}",
-            http=f"{self.config.http.host}:{self.http.port}" if self.config.http.enabled else None,
+            http=f"{http.host}:{self.http.port}" if http.enabled else None,
             sinks=[runner.name for runner in self.pipeline.runners],
         )
-
-    def _failed_address(self, exc: OSError) -> str:
-        if self._server is None and self._receiver is None:
-            return f"{self.config.ingest.host}:{self.config.ingest.port}"
-        return f"{self.config.http.host}:{self.config.http.port}"
 
     async def _abort(self) -> None:
         self._stop_listening()

@@ -39,7 +39,12 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector as PromCollector
 
-from telemetry.collector.handoff import HANDOFF_FD_ENV, handoff_pair, send_connection
+from telemetry.collector.handoff import (
+    HANDOFF_FD_ENV,
+    handoff_pair,
+    try_send_connection,
+    wait_writable,
+)
 from telemetry.collector.metrics import CONTENT_TYPE
 from telemetry.collector.server import listen_error
 from telemetry.config import CollectorConfig
@@ -158,6 +163,7 @@ class Supervisor:
         self.config_path = config_path
         self.ingest_port = config.ingest.port
         self._listener: socket.socket | None = None
+        self._turn = 0  # the worker the next connection goes to
         self.workers = [Worker(i, free_port("127.0.0.1")) for i in range(workers)]
         self.stopping = False
         self._metrics = _WorkerMetrics()
@@ -211,10 +217,9 @@ class Supervisor:
         self.ingest_port = self._listener.getsockname()[1]
 
     async def _accept_loop(self) -> None:
-        """Accept every connection and hand it to the next live worker, round robin."""
+        """Accept every connection and hand it to a worker."""
         assert self._listener is not None
         loop = asyncio.get_running_loop()
-        turn = 0
         while True:
             try:
                 conn, _ = await loop.sock_accept(self._listener)
@@ -222,19 +227,32 @@ class Supervisor:
                 log.error("accept_failed", error=str(exc))
                 await asyncio.sleep(0.1)
                 continue
-            with conn:
-                for _ in range(len(self.workers)):
-                    worker = self.workers[turn % len(self.workers)]
-                    turn += 1
-                    if not worker.alive or worker.channel is None:
-                        continue
-                    try:
-                        await send_connection(worker.channel, conn)
-                        break
-                    except OSError as exc:
-                        log.warning("handoff_failed", worker=worker.index, error=str(exc))
-                else:
-                    log.warning("connection_refused", code="no_worker", detail="no worker alive")
+            with conn:  # the worker holds its own copy once passed
+                await self._hand_off(conn)
+
+    async def _hand_off(self, conn: socket.socket) -> None:
+        """Pass ``conn`` to the next live worker, round robin. A worker whose hand-off queue is
+        full (its loop is busy) is skipped; only when every one is full does this wait."""
+        count = len(self.workers)
+        while True:
+            full: list[socket.socket] = []
+            for offset in range(count):
+                index = (self._turn + offset) % count
+                worker = self.workers[index]
+                if not worker.alive or worker.channel is None:
+                    continue
+                try:
+                    if try_send_connection(worker.channel, conn):
+                        self._turn = index + 1
+                        return
+                except OSError as exc:
+                    log.warning("handoff_failed", worker=worker.index, error=str(exc))
+                    continue
+                full.append(worker.channel)
+            if not full:
+                log.warning("connection_refused", code="no_worker", detail="no worker alive")
+                return
+            await wait_writable(full[0])
 
     async def _wait_ready(self, worker: Worker) -> bool:
         """Poll the worker's /readyz until 200; False if it exits first or times out."""

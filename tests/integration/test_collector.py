@@ -573,3 +573,35 @@ async def test_fast_and_exact_paths_keep_the_order_of_one_read(start_collector):
     ledger = collector.ledger
     assert (ledger.loose_received, ledger.loose_rejected) == (5, 2)
     assert (ledger.received, ledger.acked, ledger.rejected) == (4, 3, 1)
+
+
+async def test_health_answers_while_a_sink_is_still_starting(tmp_path):
+    """The side port comes up first: /healthz 200 and /readyz 503 until the sinks started."""
+
+    class Gated(RecordingSink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered = asyncio.Event()
+            self.release = asyncio.Event()
+
+        async def start(self) -> None:
+            self.entered.set()
+            await self.release.wait()
+            await super().start()
+
+    sink = Gated()
+    collector = Collector(collector_config(tmp_path, sinks=[{"type": "null"}]), sinks=[sink])
+    starting = asyncio.create_task(collector.start())
+    try:
+        await asyncio.wait_for(sink.entered.wait(), timeout(5))
+        assert collector.http.port is not None
+        assert (await http_get(collector.http.port, "/healthz"))[0] == 200
+        status, body = await http_get(collector.http.port, "/readyz")
+        assert (status, body["state"]) == (503, "starting")
+        sink.release.set()
+        await asyncio.wait_for(starting, timeout(5))
+        assert (await http_get(collector.http.port, "/readyz"))[0] == 200
+    finally:
+        sink.release.set()
+        await asyncio.wait_for(starting, timeout(5))
+        await collector.shutdown()

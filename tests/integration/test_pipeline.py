@@ -9,7 +9,7 @@ import pytest
 
 from telemetry.collector.pipeline import DeliveryFailed, Pipeline, SinkRunner, backoff_delay
 from telemetry.config import NullSinkConfig
-from telemetry.sinks.base import DeadLetter, Record, TransientSinkError
+from telemetry.sinks.base import DeadLetter, PermanentSinkError, Record, TransientSinkError
 from tests.support import RecordingSink, timeout
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
@@ -208,3 +208,45 @@ def test_backoff_is_full_jitter_and_capped():
     for attempt in range(40):
         delay = backoff_delay(attempt, base=0.1, cap=2.0)
         assert 0 <= delay <= min(2.0, 0.1 * 2**attempt)
+
+
+class SlowToStart(RecordingSink):
+    """A sink whose backend answers only after ``failures`` attempts."""
+
+    def __init__(self, failures: int, error: Exception | None = None) -> None:
+        super().__init__()
+        self.left = failures
+        self.error = error or TransientSinkError("connection refused")
+        self.attempts = 0
+
+    async def start(self) -> None:
+        self.attempts += 1
+        if self.left:
+            self.left -= 1
+            raise self.error
+        await super().start()
+
+
+async def test_a_sink_not_reachable_yet_is_started_again_with_backoff():
+    """Transient start failures are retried; the runner starts once the backend answers."""
+    sink = SlowToStart(failures=2)
+    run = runner(sink)
+    async with asyncio.timeout(timeout(10)):
+        await run.start()
+    assert (sink.attempts, sink.started) == (3, True)
+    await run.close(timeout(5))
+
+
+async def test_a_sink_start_gives_up_after_the_deadline_or_at_a_permanent_error(monkeypatch):
+    """A backend still down at the start deadline, or a permanent refusal, stops start()."""
+    import telemetry.collector.pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "START_DEADLINE", 1.0)  # the first retry is <= 0.5 s
+    down = SlowToStart(failures=1000)
+    with pytest.raises(TransientSinkError):
+        await runner(down, retry_deadline=0).start()
+    assert 1 < down.attempts < 1000
+    refused = SlowToStart(failures=1, error=PermanentSinkError("no such table"))
+    with pytest.raises(PermanentSinkError):
+        await runner(refused).start()
+    assert refused.attempts == 1
