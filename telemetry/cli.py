@@ -56,6 +56,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from telemetry.collector import Collector, ListenError
     from telemetry.collector.handoff import HANDOFF_FD_ENV
     from telemetry.collector.workers import WORKER_ENV, Supervisor
+    from telemetry.sinks.base import SinkError
 
     config = load_config(CollectorConfig, args.config)
     configure_logging(config.log.level, config.log.format)
@@ -77,6 +78,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         run_async(main)
     except ListenError as exc:
         return _fail(exc.strerror or str(exc))
+    except SinkError as exc:  # a sink still failing after its start-up retries
+        return _fail(str(exc))
     return 0
 
 

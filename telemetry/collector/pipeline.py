@@ -122,7 +122,9 @@ class SinkRunner:
                 if time.monotonic() + delay > deadline:
                     raise
                 attempt += 1
-                log.warning("sink_start_failed", sink=self.name, error=str(exc), retry_in=delay)
+                log.warning(
+                    "sink_start_failed", sink=self.name, error=str(exc), retry_in=round(delay, 2)
+                )
                 await asyncio.sleep(delay)
         self._worker = asyncio.create_task(self._run(), name=f"sink-{self.name}")
 

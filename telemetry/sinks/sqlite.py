@@ -64,16 +64,28 @@ class SqliteSink:
         self._thread = WorkerThread(f"sink-{self.name}")
 
     async def start(self) -> None:
+        """Open the file (WAL mode) and create the table; a file another process holds locked
+        while it does the same (collectors starting together) is a transient error."""
         self._thread.start()
-        self._db = await self._thread.run(self._open)
+        try:
+            self._db = await self._thread.run(self._open)
+        except sqlite3.OperationalError as exc:
+            message = f"sqlite: cannot open {self.path}: {exc}"
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise TransientSinkError(message) from exc
+            raise PermanentSinkError(message) from exc
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self.synchronous}")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(SCHEMA)
+        try:
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.executescript(SCHEMA)
+        except BaseException:
+            db.close()
+            raise
         return db
 
     async def write(self, batch: Sequence[Record]) -> None:

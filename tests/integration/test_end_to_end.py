@@ -253,6 +253,29 @@ def test_busy_port_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_sink_that_never_answers_stops_the_start_with_one_line(tmp_path, monkeypatch, capsys):
+    """A backend still down after the start-up retries: a sink_start_failed log per retry,
+    then one line naming the sink and a non-zero exit status, no traceback."""
+    import telemetry.collector.pipeline as pipeline_module
+    from telemetry.cli import main
+
+    monkeypatch.setattr(pipeline_module, "START_DEADLINE", 1.0)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        config = tmp_path / "c.toml"
+        config.write_text(
+            '[ingest]\nport = 0\n[http]\nport = 0\n[log]\nformat = "json"\n'
+            f'[[sinks]]\ntype = "redis"\nurl = "redis://127.0.0.1:{closed.getsockname()[1]}"\n'
+            "retry_deadline = 0\n"
+        )
+        assert main(["collect", "--config", str(config)]) != 0
+    err = capsys.readouterr().err
+    assert "sink_start_failed" in err
+    [error] = [line for line in err.splitlines() if line.startswith("telemetry:")]
+    assert error.startswith("telemetry: redis: cannot connect to")
+    assert "Traceback" not in err
+
+
 def test_bad_config_is_an_error_naming_the_key(tmp_path):
     """collect and check-config refuse an unknown key, naming it, with exit status 2."""
     config = tmp_path / "c.toml"
