@@ -102,16 +102,24 @@ def cmd_agent(args: argparse.Namespace) -> int:
             "with [[sources]]",
             2,
         )
-    status = run_async(lambda: run_agent(config))
-    _exit_now(status)
+
+    async def main() -> None:
+        # Leave from inside the loop: closing it first waits for the executor's threads, and
+        # a name lookup stuck in one (a collector whose DNS name stopped resolving) can take
+        # longer than any stop timeout.
+        _exit_now(await run_agent(config))
+
+    run_async(main)
+    return 1  # not reached: main() leaves the process
 
 
 def _exit_now(status: int) -> NoReturn:
     """Leave the process at once, once everything is said and closed.
 
-    A name lookup still running in libuv's thread pool (a collector whose DNS name stopped
-    resolving) would otherwise hold the exit: libuv joins those threads when the process
-    ends, and a stuck lookup can take tens of seconds, past any stop timeout.
+    A name lookup still running in a thread pool (a collector whose DNS name stopped
+    resolving) would otherwise hold the exit: the pool's threads are joined when the loop
+    closes and when the process ends, and a stuck lookup can take tens of seconds, past any
+    stop timeout.
     """
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections import deque
 
 from telemetry.config import parse_endpoint
+from telemetry.log import get_logger
 from telemetry.protocol import (
     Ack,
     Error,
@@ -25,11 +27,51 @@ from telemetry.protocol import (
     parse_server_message,
 )
 
+log = get_logger("telemetry.agent.connection")
+
 ServerMessage = Welcome | Ack | Nack | Goaway | Error
 
 # Collector messages are small, but an ack listing thousands of rejected readings is not.
 MAX_SERVER_FRAME_BYTES = 64 * 1024 * 1024
 _READ_SIZE = 65536
+
+
+#: The addresses each ``(host, port)`` last resolved to: a collector that stopped makes some
+#: container DNS servers answer slowly for a while, for the other names too.
+_last_good: dict[tuple[str, int], list[tuple[str, int]]] = {}
+#: Seconds a lookup may take when last good addresses are there to fall back on.
+FALLBACK_AFTER = 1.0
+
+
+async def _getaddrinfo(host: str, port: int) -> list[tuple[str, int]]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys((str(info[4][0]), port) for info in infos))
+
+
+async def resolve(host: str, port: int, timeout: float) -> list[tuple[str, int]]:
+    """The addresses of ``host``; when the lookup fails, or takes more than
+    :data:`FALLBACK_AFTER` seconds, those it resolved to last time (if it did)."""
+    key = (host, port)
+    cached = _last_good.get(key)
+    try:
+        async with asyncio.timeout(FALLBACK_AFTER if cached else timeout):
+            addresses = await _getaddrinfo(host, port)
+    except (OSError, TimeoutError) as exc:
+        if not cached:
+            raise
+        log.warning("resolve_failed_using_last_good", host=host, error=repr(exc))
+        return cached
+    if addresses:
+        _last_good[key] = addresses
+    return addresses
+
+
+async def remember(endpoints: list[str], timeout: float) -> None:
+    """Resolve every endpoint once, so that a later failed lookup has a fallback."""
+    for endpoint in endpoints:
+        host, port = parse_endpoint(endpoint)
+        with contextlib.suppress(OSError, TimeoutError):
+            await resolve(host, port, timeout)
 
 
 class CollectorError(Exception):
@@ -61,11 +103,23 @@ class Connection:
 
     @classmethod
     async def open(cls, endpoint: str, timeout: float) -> Connection:
-        """Connect to ``host:port``; OSError or TimeoutError when that fails."""
+        """Connect to ``host:port``; OSError or TimeoutError when that fails.
+
+        When the name lookup fails or is slow and the host resolved before, its last good
+        addresses are used (see :func:`resolve`).
+        """
         host, port = parse_endpoint(endpoint)
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(host, port)
-        return cls(endpoint, reader, writer)
+            addresses = await resolve(host, port, timeout)
+            error: OSError | None = None
+            for address in addresses:
+                try:
+                    reader, writer = await asyncio.open_connection(address[0], port)
+                except OSError as exc:
+                    error = exc
+                    continue
+                return cls(endpoint, reader, writer)
+        raise error or OSError(f"{endpoint}: no address")
 
     async def send(self, frame: bytes) -> None:
         """Write one complete frame and wait until the transport accepts more."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import structlog
 
 from telemetry.agent.backoff import Backoff
-from telemetry.agent.connection import CollectorError, Connection, ConnectionClosed
+from telemetry.agent.connection import CollectorError, Connection, ConnectionClosed, remember
 from telemetry.agent.spool import BATCH_TOO_LARGE, Spool, SpooledBatch
 from telemetry.config import AgentSection
 from telemetry.log import get_logger
@@ -115,24 +115,33 @@ class Sender:
     async def run(self) -> None:
         """Connect, send and reconnect until cancelled. The task root of the sender."""
         endpoints = self.section.endpoints
+        # Every endpoint's address, looked up now while the names resolve: a fallback for when
+        # a lookup fails later (a failover is exactly when DNS may be slow).
+        lookups = asyncio.create_task(remember(endpoints, self.section.connect_timeout))
         with structlog.contextvars.bound_contextvars(agent=self.section.id):
-            while True:
-                endpoint = endpoints[self._next_endpoint % len(endpoints)]
-                self._next_endpoint += 1
-                try:
-                    outcome = await self._connect_and_serve(endpoint)
-                except Exception:  # a bug must not end delivery: log it and reconnect
-                    log.exception("sender_failed", endpoint=endpoint)
-                    outcome = Outcome.LOST
-                delay = self._backoff.next_delay()
-                log.info(
-                    "reconnect_scheduled",
-                    after=outcome.value,
-                    delay=round(delay, 3),
-                    attempt=self._backoff.attempt,
-                    next_endpoint=endpoints[self._next_endpoint % len(endpoints)],
-                )
-                await asyncio.sleep(delay)
+            try:
+                await self._run(endpoints)
+            finally:
+                lookups.cancel()
+
+    async def _run(self, endpoints: list[str]) -> None:
+        while True:
+            endpoint = endpoints[self._next_endpoint % len(endpoints)]
+            self._next_endpoint += 1
+            try:
+                outcome = await self._connect_and_serve(endpoint)
+            except Exception:  # a bug must not end delivery: log it and reconnect
+                log.exception("sender_failed", endpoint=endpoint)
+                outcome = Outcome.LOST
+            delay = self._backoff.next_delay()
+            log.info(
+                "reconnect_scheduled",
+                after=outcome.value,
+                delay=round(delay, 3),
+                attempt=self._backoff.attempt,
+                next_endpoint=endpoints[self._next_endpoint % len(endpoints)],
+            )
+            await asyncio.sleep(delay)
 
     async def _connect_and_serve(self, endpoint: str) -> Outcome:
         section = self.section
