@@ -125,6 +125,36 @@ def test_fast_reading_accepts_only_what_the_exact_path_accepts(raw: dict[str, An
     _same(record, exact)
 
 
+# Mostly valid readings, so that the timestamp and the optional fields decide.
+_agent_readings = st.one_of(
+    _readings,
+    st.fixed_dictionaries(
+        {"sensor": st.just("greenhouse/soil-1"), "value": st.floats(-1e9, 1e9)},
+        optional={
+            "ts": _timestamps,
+            "unit": st.one_of(st.none(), st.text(max_size=40)),
+            "tags": st.dictionaries(_short_text, _short_text, max_size=34),
+        },
+    ),
+)
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(_agent_readings)
+def test_agents_encode_only_what_the_exact_path_accepts(raw: dict[str, Any]) -> None:
+    """Whatever encode_reading passes as it is, the exact model accepts; and the collector
+    reads its JSON back to the same values."""
+    try:
+        encoded = encode_reading(raw)
+    except ValueError:
+        return  # an integer too long for JSON
+    if encoded is None:
+        return
+    exact = _exact(raw)
+    assert exact is not None, raw
+    _same(_exact(json.loads(encoded)) or {}, exact)
+
+
 @settings(max_examples=2000, deadline=None)
 @given(_rfc3339)
 def test_fast_timestamps_agree_with_the_exact_parser(ts: str) -> None:
