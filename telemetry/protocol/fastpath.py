@@ -1,9 +1,10 @@
 """The clean-input fast path: a frame's JSON bytes validated in one native call.
 
-How this works: :func:`decode_batch` and :func:`decode_reading` hand the payload bytes to
-pydantic-core validators built from core schemas that need no Python callback: the JSON is
-parsed and checked in Rust and comes out as plain dicts (or, with :func:`record_schema`, as
-the collector's record objects, which is what it runs). They accept a *subset* of what the
+How this works: :func:`decode_reading` hands the payload bytes to a pydantic-core validator
+built from core schemas that need no Python callback: the JSON is parsed and checked in Rust
+and comes out as a plain dict. The collector runs the same fields through
+:func:`record_schema` and :func:`batch_schema` (``telemetry.collector.records``), which give
+its record objects instead. They accept a *subset* of what the
 exact models in :mod:`telemetry.protocol.messages` accept, with the same values, and return
 ``None`` for anything else: a ``hello``, a bad reading, a timestamp they do not read natively,
 malformed JSON. The caller then takes the exact path, which finds the precise reasons. So a
@@ -39,14 +40,14 @@ def _field(schema: cs.CoreSchema, *, required: bool = False) -> cs.TypedDictFiel
     return cs.typed_dict_field(schema, required=required)
 
 
+def epoch_seconds_schema() -> cs.CoreSchema:
+    """A finite number of epoch seconds within +/-``EPOCH_LIMIT``."""
+    return cs.float_schema(strict=True, allow_inf_nan=False, gt=-EPOCH_LIMIT, lt=EPOCH_LIMIT)
+
+
 def epoch_schema() -> cs.CoreSchema:
     """Epoch seconds within +/-``EPOCH_LIMIT`` to an aware UTC datetime, natively."""
-    return cs.chain_schema(
-        [
-            cs.float_schema(strict=True, allow_inf_nan=False, gt=-EPOCH_LIMIT, lt=EPOCH_LIMIT),
-            cs.datetime_schema(),
-        ]
-    )
+    return cs.chain_schema([epoch_seconds_schema(), cs.datetime_schema()])
 
 
 _TS = cs.nullable_schema(
@@ -120,11 +121,8 @@ def record_schema(cls: type[Any]) -> cs.CoreSchema:
     )
 
 
-BATCH_SCHEMA = batch_schema(READING_SCHEMA)
-
 #: The validator behind :func:`decode_reading`, for loops that call it per frame.
 READING_VALIDATOR = SchemaValidator(READING_SCHEMA)
-_BATCH = SchemaValidator(BATCH_SCHEMA)
 _EPOCH = SchemaValidator(epoch_schema())
 
 
@@ -139,18 +137,6 @@ def decode_reading(payload: bytes) -> dict[str, Any] | None:
     except ValidationError:
         return None
     return reading
-
-
-def decode_batch(payload: bytes) -> tuple[int, list[dict[str, Any]]] | None:
-    """A ``batch`` payload as ``(seq, [validated reading dict...])``, or ``None``.
-
-    ``None`` means: not a batch whose every reading is clean; take the exact path.
-    """
-    try:
-        batch = _BATCH.validate_json(payload)
-    except ValidationError:
-        return None
-    return batch["seq"], batch["readings"]
 
 
 def epoch_to_datetime(value: float) -> datetime | None:
@@ -168,12 +154,7 @@ def epoch_to_datetime(value: float) -> datetime | None:
 _EPOCH_TS_READING = SchemaValidator(
     cs.typed_dict_schema(
         {
-            name: _field(
-                cs.float_schema(strict=True, allow_inf_nan=False, gt=-EPOCH_LIMIT, lt=EPOCH_LIMIT)
-                if name == "ts"
-                else schema,
-                required=required,
-            )
+            name: _field(epoch_seconds_schema() if name == "ts" else schema, required=required)
             for name, (schema, required) in READING_FIELDS.items()
         },
         extra_behavior="forbid",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from telemetry.agent import MemorySpool, Spool
+from telemetry.collector.records import clean_batch
 from telemetry.protocol import Batch, FrameDecoder, decode_json, parse_client_message
-from telemetry.protocol.fastpath import decode_batch
 
 
 def readings(count: int, start: int = 0) -> list[dict[str, Any]]:
@@ -101,7 +102,13 @@ def test_frame_is_a_valid_batch_frame() -> None:
     assert isinstance(message, Batch)
     assert message.seq == 1
     assert message.readings == readings(2)
-    assert decode_batch(payload) == (1, readings(2))  # the collector's fast path takes it
+    now = datetime.now(UTC)
+    clean = clean_batch(payload, "a", now, now)  # the collector's fast path takes it
+    assert clean is not None
+    assert (clean[0], [{"sensor": r.sensor, "value": r.value} for r in clean[1]]) == (
+        1,
+        readings(2),
+    )
 
 
 def test_readings_may_be_given_encoded() -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from telemetry.collector.records import RECORD_VALIDATOR, clean_batch, clean_loose_records
-from telemetry.protocol.fastpath import decode_batch, decode_reading, encode_reading
+from telemetry.protocol.fastpath import decode_reading, encode_reading
 from telemetry.protocol.messages import validate_reading
 from telemetry.sinks.base import Record
 
@@ -214,14 +214,15 @@ def test_anything_unusual_goes_to_the_exact_path(payload: bytes) -> None:
 
 
 def test_a_clean_batch_is_one_call() -> None:
-    """A batch of clean readings comes back as its seq and the reading dicts."""
+    """A batch of clean readings comes back as its seq and one record per reading."""
     payload = (
         b'{"type":"batch","seq":7,"readings":[{"sensor":"a","value":1},{"sensor":"b","value":2}]}'
     )
-    assert decode_batch(payload) == (
-        7,
-        [{"sensor": "a", "value": 1.0}, {"sensor": "b", "value": 2.0}],
-    )
+    now = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+    batch = clean_batch(payload, "x", now, now)
+    assert batch is not None
+    seq, records = batch
+    assert (seq, [(r.sensor, r.value) for r in records]) == (7, [("a", 1.0), ("b", 2.0)])
 
 
 @pytest.mark.parametrize(
@@ -236,7 +237,8 @@ def test_a_clean_batch_is_one_call() -> None:
 )
 def test_a_batch_with_any_problem_goes_to_the_exact_path(payload: bytes) -> None:
     """One bad reading, or a bad envelope, sends the whole batch to the exact path."""
-    assert decode_batch(payload) is None
+    now = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
+    assert clean_batch(payload, "x", now, now) is None
 
 
 def test_a_clean_batch_becomes_records_with_ids_and_defaults() -> None:
