@@ -15,6 +15,8 @@ import argparse
 import gc
 import time
 from collections.abc import Sequence
+from datetime import datetime
+from operator import attrgetter
 from pathlib import Path
 
 from telemetry.cli import run_async
@@ -23,29 +25,41 @@ from telemetry.config import CollectorConfig
 from telemetry.log import configure_logging
 from telemetry.sinks.base import Record
 
+_ts = attrgetter("ts")
+_received_at = attrgetter("received_at")
+
 
 class LatencySink:
     """Keeps ``write time - ts`` and ``received_at - ts`` of every record; writes them out
-    on ``close()``, one ``total received`` pair (seconds) per line."""
+    on ``close()``, one ``total received`` pair (seconds) per line.
+
+    ``write()`` only keeps the write time and the records' two datetimes (two C-level
+    ``map``s); the arithmetic waits for ``close()``. Doing it per record in ``write()`` cost
+    the collector ~0.7 µs per reading, a third on top of its own work, and so measured the
+    probe as much as the collector.
+    """
 
     def __init__(self, out: Path) -> None:
         self.name = "latency"
         self.out = out
-        self.latencies: list[tuple[float, float]] = []
+        self.writes: list[tuple[float, list[datetime], list[datetime]]] = []
 
     async def start(self) -> None:
         pass
 
     async def write(self, batch: Sequence[Record]) -> None:
-        now = time.time()
-        for record in batch:
-            ts = record.ts.timestamp()
-            self.latencies.append((now - ts, record.received_at.timestamp() - ts))
+        self.writes.append((time.time(), list(map(_ts, batch)), list(map(_received_at, batch))))
 
     async def close(self) -> None:
-        if self.latencies:
-            self.out.write_text("".join(f"{t:.6f} {r:.6f}\n" for t, r in self.latencies))
-            self.latencies = []
+        if not self.writes:
+            return
+        lines = []
+        for now, stamps, received in self.writes:
+            for ts, at in zip(stamps, received, strict=True):
+                sent = ts.timestamp()
+                lines.append(f"{now - sent:.6f} {at.timestamp() - sent:.6f}\n")
+        self.out.write_text("".join(lines))
+        self.writes = []
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ writing the parsed JSON (``$!all-json``), one line per message. Each message is 
 of JSON the telemetry scenarios send, as a syslog line with a minimal RFC 5424 header and the
 ``@cee:`` cookie mmjsonparse looks for: ``<len> <14>1 - - - - - - @cee:{...}``. rsyslog has
 finished when its output file holds as many lines as were sent. For each connection count the
-telemetry scenarios and rsyslog run back to back, so their ratio is from one moment.
+telemetry scenarios and rsyslog run back to back, so their ratio is from one moment; every
+scenario, rsyslog too, runs 3 interleaved rounds and keeps its best.
 
     .venv/bin/python benchmarks/peer_rsyslog.py [--workers 2] [--readings 200000]
 """
@@ -18,12 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from common import (
     tree_cpu,
     verdict,
 )
-from ingest import CONNECTIONS, HEADER, MODES, format_row, measure, pool
+from ingest import CONNECTIONS, HEADER, MODES, ROUNDS, best_of, format_row, measure, pool
 
 from telemetry.bench import Payloads
 from telemetry.cli import run_async
@@ -201,17 +203,21 @@ def measure_rsyslog(rs: Rsyslog, payloads: Payloads, conns: int, readings: int) 
 
 
 def run_peer(workers: int, readings: int, payloads: Payloads) -> list[dict[str, Any]]:
-    """For each connection count: telemetry (batched, fire-and-forget) then rsyslog."""
-    rows = []
+    """For each connection count: telemetry (batched, fire-and-forget) then rsyslog; every
+    scenario once per round, best of ``ROUNDS``, as for the collector alone."""
     with collector(workers) as col, rsyslog() as rs:
+        scenarios: list[Callable[[], dict[str, Any]]] = []
         for conns in CONNECTIONS:
-            for _, batch in MODES:
-                row = measure(col.port, col.cpu, payloads, conns, batch, readings, workers)
-                print(format_row(row), flush=True)
-                rows.append(row)
-            row = measure_rsyslog(rs, payloads, conns, readings)
-            print(format_row(row), flush=True)
-            rows.append(row)
+            scenarios += [
+                functools.partial(
+                    measure, col.port, col.cpu, payloads, conns, batch, readings, workers
+                )
+                for _, batch in MODES
+            ]
+            scenarios.append(functools.partial(measure_rsyslog, rs, payloads, conns, readings))
+        rows = best_of(ROUNDS, scenarios)
+    for row in rows:
+        print(format_row(row), flush=True)
     return rows
 
 

@@ -4,8 +4,10 @@ In order: ingest with 1 worker (null sink; batched and fire-and-forget; 1, 4, 16
 connections); the in-process validation limit; ingest with ``--workers N`` and rsyslog, back
 to back per connection count; latency from ``agent.send()`` to the sink at half the batched
 maximum of step 1; 10,000 idle connections with 1 and N workers; agent CPU. Every ratio is
-computed from figures of this one run (these machines are noisy: never compare runs).
-Takes 4-6 minutes.
+computed from figures of this one run (these machines are noisy: never compare runs). Each
+ingest scenario, rsyslog and the limit run 3 interleaved rounds and keep the best, so that
+what is compared is measured the same way; the table shows the worst round too.
+Takes about 2-3 minutes.
 
     .venv/bin/python benchmarks/run_all.py [--workers 2] [--readings 200000] [--json out.json]
 """
@@ -42,7 +44,7 @@ def main() -> None:
     workers = effective_workers(args.workers)
     payloads = ingest.pool()
     print(
-        f"# {args.readings:,} readings per ingest scenario, "
+        f"# {args.readings:,} readings per ingest scenario and round, best of {ingest.ROUNDS}, "
         f"~{len(payloads.block) / len(payloads.frames):.0f} bytes per reading frame; "
         f"{peer_rsyslog.rsyslog_version(peer_rsyslog.ensure_rsyslog())}"
     )

@@ -133,6 +133,9 @@ class NullSinkConfig(SinkBase):
     """Accepts and discards everything: for benchmarks and tests."""
 
     type: Literal["null"]
+    #: No wait for a fuller batch: a write costs nothing, and records held for it only cost
+    #: the collector (in benchmarks, ~10% more CPU per reading with the 5 ms of other sinks).
+    flush_interval: float = Field(default=0.0, ge=0)
 
 
 class StdoutSinkConfig(SinkBase):

@@ -97,7 +97,9 @@ class Connection:
         self.agent: str | None = None
         self.decoder = FrameDecoder(self.config.max_frame_bytes)
         self._window = asyncio.Semaphore(self.config.window)
-        self._inflight: set[asyncio.Task[None]] = set()
+        #: Ack tasks of batches the sinks have not settled (a set once there is one: an
+        #: empty set is ~200 bytes, times 10,000 idle connections).
+        self._inflight: set[asyncio.Task[None]] | None = None
         self._draining = False
         self._reading = False
         self._write_closed = False  # set once we half-closed: nothing more may be written
@@ -418,6 +420,8 @@ class Connection:
             ledger.unacked += len(records)
             raise
         task = asyncio.create_task(self._ack_when_done(seq, len(records), rejected, done))
+        if self._inflight is None:
+            self._inflight = set()
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 

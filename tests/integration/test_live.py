@@ -9,7 +9,7 @@ import pytest
 
 from telemetry.collector import Collector
 from telemetry.collector import live as live_module
-from telemetry.collector.live import HISTORY_STEP, LiveView
+from telemetry.collector.live import HISTORY_STEP, RATE_WINDOW, AgentInfo, LiveView
 from telemetry.sinks.base import Record
 from tests.conftest import StartCollector
 from tests.support import RecordingSink, WireClient, http_get
@@ -39,6 +39,20 @@ def test_hooks_track_agents_rates_history_and_rejections() -> None:
     assert snap["rejected_total"] == 1
     live.agent_disconnected(1)
     assert live.snapshot({1})["agents"] == []
+
+
+def test_agent_rate_counts_only_the_last_window_of_seconds() -> None:
+    """An agent's rate is over the last RATE_WINDOW seconds; older seconds are dropped, so
+    a connection open for days keeps RATE_WINDOW + 1 buckets at most."""
+    info = AgentInfo(1, "pi-1", "10.0.0.5:5000", connected_at=1000.0)
+    for second in range(1000, 1100):
+        info.count(7, second + 0.5)
+    assert len(info.buckets) == RATE_WINDOW + 1
+    assert info.readings == 700
+    assert info.rate(1099.9) == 7.0  # 10 seconds of 7, over 10 seconds
+    info.count(30, 1101.0)  # a gap at 1100, then a burst
+    assert info.rate(1101.5) == (8 * 7 + 30) / RATE_WINDOW
+    assert info.rate(1200.0) == 0.0  # long quiet: nothing in the window
 
 
 def test_history_one_point_per_step_and_snapshot_filters() -> None:

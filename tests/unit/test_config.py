@@ -33,6 +33,19 @@ def test_shipped_collector_config_loads_with_documented_values():
     assert config.sinks[0].path == Path("data/telemetry.db")
 
 
+def test_only_the_null_sink_skips_the_flush_wait():
+    """The null sink writes at once (waiting for a fuller batch only holds records); every
+    other sink waits the documented 5 ms; either can be set."""
+    config = CollectorConfig(
+        sinks=[
+            {"type": "null"},
+            {"type": "jsonl"},
+            {"type": "null", "name": "n2", "flush_interval": 0.2},
+        ]
+    )
+    assert [s.flush_interval for s in config.sinks] == [0.0, 0.005, 0.2]
+
+
 def test_shipped_agent_config_loads():
     """config/agent.toml validates with the issue's keys."""
     config = load_config(AgentConfig, ROOT / "config" / "agent.toml")
