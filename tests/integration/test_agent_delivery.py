@@ -66,6 +66,34 @@ async def test_partial_batch_sent_after_flush_interval(fake: FakeCollector) -> N
         assert len(fake.batches[0].readings) == 3
 
 
+async def test_batch_opened_after_a_full_one_is_still_flushed_by_time(
+    fake: FakeCollector,
+) -> None:
+    """The flush timer is woken when a batch opens, not per reading: a partial batch that
+    opens right after a full one closed, or after an acked one, still goes out by time."""
+    async with Agent(section(fake.endpoint, batch_size=5, flush_interval=0.05), spool()) as agent:
+        for n in range(7):  # one full batch, then 2 readings open the next
+            await agent.send(reading(n))
+        await fake.wait_for(lambda: fake.acked == [0, 1])
+        assert [len(b.readings) for b in fake.batches] == [5, 2]
+        assert await agent.wait_acked(scaled(1.0))  # the acks are in: drained
+        await agent.send(reading(7))  # opens a batch again: not drained until it is acked
+        assert not await agent.wait_acked(0)
+        await fake.wait_for(lambda: fake.acked == [0, 1, 2])
+        assert await agent.wait_acked(scaled(1.0))
+
+
+async def test_batches_of_one_are_pending_until_acked(fake: FakeCollector) -> None:
+    """With batch_size 1 every reading closes its batch at once: the agent is not drained
+    until that batch is acked."""
+    async with Agent(section(fake.endpoint, batch_size=1), spool()) as agent:
+        assert await agent.wait_acked(0)
+        await agent.send(reading(0))
+        assert not await agent.wait_acked(0)
+        assert await agent.wait_acked(scaled(2.0))
+        assert fake.acked == [0]
+
+
 async def test_resend_after_connection_drop_loses_nothing(fake: FakeCollector) -> None:
     """When the collector drops the connection mid-stream, unacked batches are sent again."""
     fake.drop_after_batches = 2
