@@ -35,7 +35,21 @@ NATIVE_UTC = TzInfo(0)
 RECORD_VALIDATOR = SchemaValidator(record_schema(Record))
 #: A ``batch`` message's JSON to ``{"type", "seq", "readings": [Record...]}``.
 BATCH_VALIDATOR = SchemaValidator(batch_schema(record_schema(Record)))
+#: The same, trying a ``ts`` as epoch seconds before as a string: a batch from a Python
+#: producer (``ts=time.time()``) costs ~7% less; the results are the same. (Not worth it for
+#: one reading: looking at the frame costs as much as it saves.)
+BATCH_VALIDATOR_EPOCH = SchemaValidator(batch_schema(record_schema(Record, numbers_first=True)))
+#: How far into a batch to look for its first ``ts``: the first reading or two.
+TS_PEEK = 1024
 _ts = attrgetter("ts")
+
+
+def epoch_first(payload: bytes) -> bool:
+    """True when the batch's first ``"ts":`` (within ``TS_PEEK`` bytes) is followed by
+    anything but a string: its readings likely carry epoch seconds. Only a guess about speed;
+    either validator gives the same result."""
+    at = payload.find(b'"ts":', 0, TS_PEEK)
+    return at >= 0 and payload[at + 5 : at + 6] != b'"'
 
 
 def clean_loose_records(
@@ -78,7 +92,9 @@ def clean_batch(
     ``"<agent>:<seq>:<index>"``; ``None`` when it is anything but a batch of clean readings,
     all with a ``ts`` up to ``limit``: take the exact path."""
     try:
-        batch = BATCH_VALIDATOR.validate_json(payload)
+        batch = (BATCH_VALIDATOR_EPOCH if epoch_first(payload) else BATCH_VALIDATOR).validate_json(
+            payload
+        )
     except ValidationError:
         return None
     seq: int = batch["seq"]

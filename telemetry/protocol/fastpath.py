@@ -50,34 +50,44 @@ def epoch_schema() -> cs.CoreSchema:
     return cs.chain_schema([epoch_seconds_schema(), cs.datetime_schema()])
 
 
-_TS = cs.nullable_schema(
-    cs.union_schema(
-        [
-            cs.chain_schema(
-                [cs.str_schema(pattern=RFC3339_PATTERN), cs.datetime_schema(tz_constraint="aware")]
-            ),
-            epoch_schema(),
-        ],
-        mode="left_to_right",
-    )
-)
+def ts_schema(*, numbers_first: bool = False) -> cs.CoreSchema:
+    """``ts``: null, an RFC 3339 string, or epoch seconds, to an aware datetime.
 
-#: A reading's fields: name -> (schema, required). Optional ones may also be ``null``.
-READING_FIELDS: dict[str, tuple[cs.CoreSchema, bool]] = {
-    "sensor": (cs.str_schema(min_length=1, max_length=256, pattern=NO_CONTROL_PATTERN), True),
-    "value": (cs.float_schema(strict=True, allow_inf_nan=False), True),
-    "ts": (_TS, False),
-    "metric": (cs.nullable_schema(cs.str_schema(max_length=128)), False),
-    "unit": (cs.nullable_schema(cs.str_schema(max_length=32)), False),
-    "tags": (
-        cs.dict_schema(
-            cs.str_schema(min_length=1, max_length=64),
-            cs.str_schema(max_length=256),
-            max_length=32,
+    The two branches take disjoint JSON types (a string, a number), so their order never
+    changes a result, only the cost: the branch tried first that fails costs ~0.07 µs on a
+    string, ~0.15-0.35 µs on a number. The collector picks the order per batch
+    (``telemetry.collector.records``), as a batch's first ``ts`` suggests.
+    """
+    text = cs.chain_schema(
+        [cs.str_schema(pattern=RFC3339_PATTERN), cs.datetime_schema(tz_constraint="aware")]
+    )
+    epoch = epoch_schema()
+    return cs.nullable_schema(
+        cs.union_schema([epoch, text] if numbers_first else [text, epoch], mode="left_to_right")
+    )
+
+
+def reading_fields(*, numbers_first: bool = False) -> dict[str, tuple[cs.CoreSchema, bool]]:
+    """A reading's fields: name -> (schema, required). Optional ones may also be ``null``.
+    ``numbers_first``: see :func:`ts_schema`."""
+    return {
+        "sensor": (cs.str_schema(min_length=1, max_length=256, pattern=NO_CONTROL_PATTERN), True),
+        "value": (cs.float_schema(strict=True, allow_inf_nan=False), True),
+        "ts": (ts_schema(numbers_first=numbers_first), False),
+        "metric": (cs.nullable_schema(cs.str_schema(max_length=128)), False),
+        "unit": (cs.nullable_schema(cs.str_schema(max_length=32)), False),
+        "tags": (
+            cs.dict_schema(
+                cs.str_schema(min_length=1, max_length=64),
+                cs.str_schema(max_length=256),
+                max_length=32,
+            ),
+            False,
         ),
-        False,
-    ),
-}
+    }
+
+
+READING_FIELDS = reading_fields()
 
 READING_SCHEMA = cs.typed_dict_schema(
     {name: _field(schema, required=req) for name, (schema, req) in READING_FIELDS.items()},
@@ -99,23 +109,25 @@ def batch_schema(reading: cs.CoreSchema) -> cs.CoreSchema:
     )
 
 
-def record_schema(cls: type[Any]) -> cs.CoreSchema:
+def record_schema(cls: type[Any], *, numbers_first: bool = False) -> cs.CoreSchema:
     """A reading validated straight into an instance of ``cls``, a ``slots`` dataclass that has
     a field for each reading field, with no per-reading dict in between.
 
     pydantic-core creates the instance without calling ``__init__`` and sets only the reading
     fields (a missing one to ``None``, ``tags`` too): the caller sets the others.
+    ``numbers_first``: see :func:`ts_schema`.
     """
+    reading = reading_fields(numbers_first=numbers_first)
     fields = [  # a missing field is None; only where the wire allows it may null be sent
         cs.dataclass_field(
             name, schema if required else cs.with_default_schema(schema, default=None)
         )
-        for name, (schema, required) in READING_FIELDS.items()
+        for name, (schema, required) in reading.items()
     ]
     return cs.dataclass_schema(
         cls,
         cs.dataclass_args_schema(cls.__name__, fields, extra_behavior="forbid"),
-        list(READING_FIELDS),
+        list(reading),
         slots=True,
         strict=True,
     )

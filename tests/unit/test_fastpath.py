@@ -12,7 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from telemetry.collector.records import RECORD_VALIDATOR, clean_batch, clean_loose_records
+from telemetry.collector.records import (
+    BATCH_VALIDATOR,
+    BATCH_VALIDATOR_EPOCH,
+    RECORD_VALIDATOR,
+    clean_batch,
+    clean_loose_records,
+    epoch_first,
+)
 from telemetry.protocol.fastpath import decode_reading, encode_reading
 from telemetry.protocol.messages import validate_reading
 from telemetry.sinks.base import Record
@@ -239,6 +246,44 @@ def test_a_batch_with_any_problem_goes_to_the_exact_path(payload: bytes) -> None
     """One bad reading, or a bad envelope, sends the whole batch to the exact path."""
     now = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
     assert clean_batch(payload, "x", now, now) is None
+
+
+def _outcome(validator: Any, payload: bytes) -> Any:
+    try:
+        batch = validator.validate_json(payload)
+    except ValidationError:
+        return None
+    return batch["seq"], [
+        (r.sensor, r.value, r.ts, None if r.ts is None else r.ts.utcoffset(), r.tags)
+        for r in batch["readings"]
+    ]
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.lists(_agent_readings, max_size=4))
+def test_both_batch_validators_read_every_batch_the_same(readings: list[Any]) -> None:
+    """Trying ts as a number first or as a string first is only a matter of speed: the two
+    batch validators accept and reject the same batches, with equal values."""
+    try:
+        payload = json.dumps({"type": "batch", "seq": 3, "readings": readings}).encode()
+    except ValueError:
+        return
+    assert _outcome(BATCH_VALIDATOR, payload) == _outcome(BATCH_VALIDATOR_EPOCH, payload)
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b'{"type":"batch","seq":1,"readings":[{"sensor":"s","value":1,"ts":17e8}]}', True),
+        (b'{"type":"batch","seq":1,"readings":[{"sensor":"s","value":1,"ts":"2026-"}]}', False),
+        (b'{"type":"batch","seq":1,"readings":[{"sensor":"s","value":1}]}', False),
+        (b'{"type":"batch","seq":1,"readings":[{"sensor":"s","ts":', True),
+        (b'{"readings":[{"sensor":"' + b"x" * 2000 + b'","ts":17e8}]}', False),  # too far
+    ],
+)
+def test_epoch_first_looks_at_the_first_ts(payload: bytes, expected: bool) -> None:
+    """The epoch-first validator is picked when a batch's first ts is not a string."""
+    assert epoch_first(payload) is expected
 
 
 def test_a_clean_batch_becomes_records_with_ids_and_defaults() -> None:
