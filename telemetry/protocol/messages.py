@@ -137,8 +137,12 @@ class Reading(BaseModel):
 
 
 def format_timestamp(ts: datetime) -> str:
-    """RFC 3339 in UTC with a ``Z``, to the microsecond: ``2026-11-27T07:15:02.123000Z``."""
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC with a ``Z``, to the microsecond: ``2026-11-27T07:15:02.123000Z``.
+
+    ``isoformat`` pads the year to 4 digits (``strftime("%Y")`` writes year 999 as ``999``,
+    which is not RFC 3339) and costs less; its ``+00:00`` becomes ``Z``.
+    """
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 # --- validating readings -------------------------------------------------------------------

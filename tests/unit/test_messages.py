@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from telemetry.protocol.errors import (
@@ -634,3 +637,24 @@ def test_format_timestamp_is_utc_with_z() -> None:
     """format_timestamp writes RFC 3339 in UTC with microseconds and Z."""
     ts = datetime(2026, 11, 27, 9, 15, 2, 123000, tzinfo=timezone(timedelta(hours=2)))
     assert format_timestamp(ts) == "2026-11-27T07:15:02.123000Z"
+    assert format_timestamp(datetime(2026, 1, 2, tzinfo=UTC)) == "2026-01-02T00:00:00.000000Z"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.datetimes(
+        min_value=datetime(2, 1, 1),
+        max_value=datetime(9998, 12, 31),
+        timezones=st.builds(
+            timezone, st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))
+        ),
+    )
+)
+def test_format_timestamp_reads_back_as_the_same_instant(ts: datetime) -> None:
+    """Any aware datetime: RFC 3339 with a 4-digit year that the exact model reads back as
+    the same instant (year 999 was written "999-..." once, which the collector refused)."""
+    text = format_timestamp(ts)
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z", text), text
+    assert validate_reading({"sensor": "s", "value": 1, "ts": text}).ts == ts
+    if ts.astimezone(UTC).year >= 1000:  # what strftime wrote before, where it was right
+        assert text == ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
