@@ -337,47 +337,69 @@ def test_send_delivers_one_reading_or_explains_the_rejection(collector_process):
     assert [(r[1], r[2], r[3], r[4]) for r in rows] == [("cron", "shed/door", 1.5, "°C")]
 
 
-def test_workers_share_the_port_and_drain_together(tmp_path):
-    """--workers 2: connections go to each in turn, /metrics labels each worker, SIGTERM exits 0."""
+def start_workers(tmp_path: Path, sinks: str) -> tuple[subprocess.Popen[bytes], int, int, Path]:
+    """``telemetry collect --workers 2`` on free ports: the process, ingest and HTTP ports,
+    and its log file."""
     port, http_port = free_port(), free_port()
-    db = tmp_path / "w.db"
     config = tmp_path / "w.toml"
-    config.write_text(
-        f"[ingest]\nport = {port}\n[http]\nport = {http_port}\n"
-        f'[[sinks]]\ntype = "sqlite"\npath = "{db}"\n'
-    )
+    config.write_text(f"[ingest]\nport = {port}\n[http]\nport = {http_port}\n{sinks}")
     log = tmp_path / "w.log"
     proc = subprocess.Popen(
         [*COMMAND, "collect", "--config", str(config), "--workers", "2"],
         stderr=log.open("wb"),
         env=env(),
     )
+    return proc, port, http_port, log
+
+
+def wait_for(proc: subprocess.Popen[bytes], log: Path, check: Any, what: str) -> None:
+    """Poll ``check()`` until true; fail with ``what`` after 30 s, or if ``proc`` exits."""
+    deadline = time.monotonic() + timeout(30)
+    while not check():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def ready(http_port: int) -> bool:
     try:
-        deadline = time.monotonic() + timeout(30)
-        while True:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "workers did not become ready"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1):
+            return True
+    except OSError:
+        return False
 
-        async def send_twelve() -> None:
-            for n in range(12):  # one connection each: the supervisor hands them out in turn
-                section = AgentSection(id=f"a{n}", endpoints=[f"127.0.0.1:{port}"])
-                ack = await send_once(section, [{"sensor": f"s{n}", "value": n}], timeout(10))
-                assert ack.accepted == 1
 
-        asyncio.run(send_twelve())
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-        acks = {
-            sample.labels.get("worker", text): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == "telemetry_acks_total"
-        }
+async def send_one_each(port: int, count: int, prefix: str) -> None:
+    """``count`` agents, one connection and one reading each (``<prefix><n>``, sensor s<n>)."""
+    for n in range(count):
+        section = AgentSection(id=f"{prefix}{n}", endpoints=[f"127.0.0.1:{port}"])
+        ack = await send_once(section, [{"sensor": f"s{n}", "value": n}], timeout(10))
+        assert ack.accepted == 1
+
+
+def acks_by_worker(http_port: int) -> dict[str, float]:
+    """``telemetry_acks_total`` per ``worker`` label, from the supervisor's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        sample.labels["worker"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "telemetry_acks_total"
+    }
+
+
+def test_workers_share_the_port_and_drain_together(tmp_path):
+    """--workers 2: connections go to each in turn, /metrics labels each worker, SIGTERM exits 0."""
+    db = tmp_path / "w.db"
+    proc, port, http_port, log = start_workers(
+        tmp_path, f'[[sinks]]\ntype = "sqlite"\npath = "{db}"\n'
+    )
+    try:
+        wait_for(proc, log, lambda: ready(http_port), "workers did not become ready")
+        # one connection each: the supervisor hands them out in turn
+        asyncio.run(send_one_each(port, 12, "a"))
+        acks = acks_by_worker(http_port)
         assert set(acks) == {"0", "1"}
         assert sum(acks.values()) == 12
         assert sorted(acks.values()) == [6.0, 6.0], acks
@@ -430,57 +452,19 @@ def test_a_killed_worker_is_replaced_and_no_connection_is_lost(tmp_path):
     """--workers 2: while one worker is dead its turn passes to the other; it comes back."""
     import psutil
 
-    port, http_port = free_port(), free_port()
-    config = tmp_path / "w.toml"
-    config.write_text(
-        f'[ingest]\nport = {port}\n[http]\nport = {http_port}\n[[sinks]]\ntype = "null"\n'
-    )
-    log = tmp_path / "w.log"
-    proc = subprocess.Popen(
-        [*COMMAND, "collect", "--config", str(config), "--workers", "2"],
-        stderr=log.open("wb"),
-        env=env(),
-    )
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    def wait_for(check: Any, what: str) -> None:
-        deadline = time.monotonic() + timeout(30)
-        while not check():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, what
-            time.sleep(0.1)
-
-    async def send(count: int, prefix: str) -> None:
-        for n in range(count):
-            section = AgentSection(id=f"{prefix}{n}", endpoints=[f"127.0.0.1:{port}"])
-            ack = await send_once(section, [{"sensor": f"s{n}", "value": n}], timeout(10))
-            assert ack.accepted == 1
-
+    proc, port, http_port, log = start_workers(tmp_path, '[[sinks]]\ntype = "null"\n')
     try:
-        wait_for(ready, "workers did not become ready")
+        wait_for(proc, log, lambda: ready(http_port), "workers did not become ready")
         first, second = psutil.Process(proc.pid).children()
         first.kill()
         first.wait(timeout(10))
-        asyncio.run(send(6, "during"))  # every connection goes to the live worker
-        wait_for(ready, "the killed worker was not replaced")
+        asyncio.run(send_one_each(port, 6, "during"))  # every connection goes to the live worker
+        wait_for(proc, log, lambda: ready(http_port), "the killed worker was not replaced")
         workers = psutil.Process(proc.pid).children()
         assert second in workers
         assert len(workers) == 2
-        asyncio.run(send(6, "after"))
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-        acks = {
-            sample.labels["worker"]: sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == "telemetry_acks_total"
-        }
+        asyncio.run(send_one_each(port, 6, "after"))
+        acks = acks_by_worker(http_port)
         # The replacement started its counters at 0 and took its turn again afterwards.
         assert sum(acks.values()) == 12
         assert min(acks.values()) >= 3, acks
