@@ -20,7 +20,8 @@ class Batcher:
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self._readings: list[bytes] = []  # each reading's JSON
-        self._first_at: float | None = None
+        #: When the open batch got its first reading; None while no batch is open.
+        self.opened_at: float | None = None
 
     def __len__(self) -> int:
         return len(self._readings)
@@ -28,16 +29,21 @@ class Batcher:
     @property
     def deadline(self) -> float | None:
         """When the current batch is due by age, or None while it is empty."""
-        if self._first_at is None:
+        if self.opened_at is None:
             return None
-        return self._first_at + self.flush_interval
+        return self.opened_at + self.flush_interval
 
     def add(self, reading: bytes, now: float) -> list[bytes] | None:
-        """Add one encoded reading; return the closed batch when it reached ``batch_size``."""
-        if self._first_at is None:
-            self._first_at = now
-        self._readings.append(reading)
-        if len(self._readings) >= self.batch_size:
+        """Add one encoded reading; return the closed batch when it reached ``batch_size``.
+
+        ``now`` counts only for a reading that opens a batch: while :attr:`opened_at` is set,
+        a caller may skip reading its clock.
+        """
+        if self.opened_at is None:
+            self.opened_at = now
+        readings = self._readings
+        readings.append(reading)
+        if len(readings) >= self.batch_size:
             return self.take()
         return None
 
@@ -49,5 +55,5 @@ class Batcher:
     def take(self) -> list[bytes]:
         """Close the current batch and return its readings (maybe none); start a new one."""
         readings, self._readings = self._readings, []
-        self._first_at = None
+        self.opened_at = None
         return readings

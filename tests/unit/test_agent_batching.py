@@ -31,6 +31,21 @@ def test_batch_due_flush_interval_after_its_first_reading() -> None:
     assert batcher.take() == []
 
 
+def test_only_the_reading_that_opens_a_batch_sets_its_time() -> None:
+    """``opened_at`` is the opening reading's time, whatever later readings pass (the agent
+    reads its clock only for that reading); a closed batch clears it."""
+    batcher = Batcher(batch_size=3, flush_interval=1.0)
+    assert batcher.opened_at is None
+    batcher.add({"n": 1}, now=5.0)
+    assert batcher.opened_at == 5.0
+    batcher.add({"n": 2}, now=0.0)
+    assert (batcher.opened_at, batcher.deadline) == (5.0, 6.0)
+    assert batcher.add({"n": 3}, now=99.0) is not None
+    assert batcher.opened_at is None
+    batcher.add({"n": 4}, now=7.0)
+    assert batcher.deadline == 8.0
+
+
 def test_backoff_delays_stay_within_the_growing_cap() -> None:
     """Every delay lies in [0, min(max, min * 2**attempt)]."""
     backoff = Backoff(0.1, 5.0, random.Random(1))
