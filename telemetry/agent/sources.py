@@ -47,7 +47,7 @@ _READ_SIZE = 65536
 class ReadingSink(Protocol):
     """Where a source puts its readings."""
 
-    async def send(self, reading: Reading) -> None: ...
+    async def send(self, reading: Reading | Mapping[str, Any]) -> None: ...
 
 
 class Source(Protocol):
@@ -112,20 +112,25 @@ class SimulatedSource:
         #: Readings produced so far.
         self.produced = 0
 
-    def next_readings(self) -> list[Reading]:
-        """One step of the walk: a reading for every sensor, stamped now (no I/O)."""
-        # The Reading model takes ts as RFC 3339 or epoch seconds (not a datetime object).
-        common: dict[str, Any] = {"ts": time.time(), "tags": dict(self.config.tags)}
+    def next_readings(self) -> list[dict[str, Any]]:
+        """One step of the walk: a reading for every sensor, stamped now (no I/O).
+
+        Wire dicts, not :class:`Reading` models: the agent's ``send()`` validates a clean dict
+        natively and sends it as it is, where a model costs ~3x as much CPU per reading.
+        """
+        common: dict[str, Any] = {"ts": time.time()}  # epoch seconds, as the wire allows
         if self.config.metric:
             common["metric"] = self.config.metric
         if self.config.unit:
             common["unit"] = self.config.unit
+        if self.config.tags:
+            common["tags"] = dict(self.config.tags)
+        values = self._values
+        gauss = self._rng.gauss
         readings = []
         for i, sensor in enumerate(self.sensors):
-            self._values[i] = round(self._values[i] + self._rng.gauss(0.0, 0.25), 3)
-            readings.append(
-                Reading.model_validate({"sensor": sensor, "value": self._values[i], **common})
-            )
+            values[i] = round(values[i] + gauss(0.0, 0.25), 3)
+            readings.append({"sensor": sensor, "value": values[i], **common})
         return readings
 
     async def run(self, sink: ReadingSink) -> None:
