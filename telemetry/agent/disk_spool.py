@@ -121,7 +121,7 @@ class DiskSpool(SpoolCounters):
             raise ValueError("max_bytes must be >= 1")
         self.path = Path(path)
         self.max_readings = max_readings
-        self.max_bytes = max_bytes
+        self.max_bytes: int = max_bytes
         self.cache_bytes = cache_bytes
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,14 +262,7 @@ class DiskSpool(SpoolCounters):
         self._cache_put(batch)
         if dropped:
             self._dropped[SPOOL_FULL] = dropped_total
-            log_dropped(
-                SPOOL_FULL,
-                dropped,
-                len(evicted),
-                max_readings=self.max_readings,
-                max_bytes=self.max_bytes,
-                dropped_total=self.dropped,
-            )
+            self._log_spool_full(dropped, len(evicted))
         return batch
 
     def get(self, seq: int) -> SpooledBatch | None:
@@ -314,6 +307,7 @@ class DiskSpool(SpoolCounters):
         if self._closed:
             return
         self._closed = True
+        self._log_held_drops()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         self._lock.close()

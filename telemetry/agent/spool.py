@@ -6,7 +6,9 @@ an ``ack`` removes one with :meth:`Spool.ack`. A batch stays in the spool while 
 flight, so a lost connection loses nothing: after a reconnect the sender starts again from
 :attr:`Spool.oldest_seq`. The spool is bounded in readings and in bytes (the encoded frames);
 when an added batch makes it overflow, the oldest batches are dropped (sent or not), counted
-by reason and logged as one ``readings_dropped`` event.
+by reason and logged as a ``readings_dropped`` event (for a full spool, at most one a second:
+under load it drops on every batch it takes, and the drops in between go into the next event,
+or into one when the spool closes).
 
 The spool also keeps the reading ledger, updated with the state it describes:
 ``spooled = acked + rejected + dropped + readings`` holds after every call.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
 
 log = get_logger("telemetry.agent.spool")
 
+#: Least seconds between two ``readings_dropped`` events of a full spool.
+SPOOL_FULL_LOG_INTERVAL = 1.0
 #: Drop reasons (the ``reason`` of ``readings_dropped`` and the keys of ``dropped_by_reason``).
 SPOOL_FULL = "spool_full"
 BATCH_TOO_LARGE = "batch_too_large"
@@ -212,6 +217,36 @@ class SpoolCounters:
     _acked: int
     _rejected: int
     _dropped: Mapping[str, int]
+    max_readings: int
+    max_bytes: int | None
+    #: When the last ``spool_full`` event was logged, and the drops held for the next one.
+    _full_logged_at: float = -math.inf
+    _full_held: tuple[int, int] = (0, 0)
+
+    def _log_spool_full(self, readings: int, batches: int) -> None:
+        """Log readings dropped by a full spool: now if the last such event is
+        :data:`SPOOL_FULL_LOG_INTERVAL` old, else with the next one."""
+        held_readings, held_batches = self._full_held
+        readings, batches = readings + held_readings, batches + held_batches
+        now = time.monotonic()
+        if now - self._full_logged_at < SPOOL_FULL_LOG_INTERVAL:
+            self._full_held = (readings, batches)
+            return
+        self._full_logged_at, self._full_held = now, (0, 0)
+        log_dropped(
+            SPOOL_FULL,
+            readings,
+            batches,
+            max_readings=self.max_readings,
+            max_bytes=self.max_bytes,
+            dropped_total=self.dropped,
+        )
+
+    def _log_held_drops(self) -> None:
+        """Log the drops still held for the next event (on close)."""
+        if self._full_held[0]:
+            self._full_logged_at = -math.inf
+            self._log_spool_full(0, 0)
 
     @property
     def next_seq(self) -> int:
@@ -308,14 +343,7 @@ class MemorySpool(SpoolCounters):
         self._bytes += size
         if dropped:
             self._dropped[SPOOL_FULL] += dropped
-            log_dropped(
-                SPOOL_FULL,
-                dropped,
-                dropped_batches,
-                max_readings=self.max_readings,
-                max_bytes=self.max_bytes,
-                dropped_total=self.dropped,
-            )
+            self._log_spool_full(dropped, dropped_batches)
         return batch
 
     def get(self, seq: int) -> SpooledBatch | None:
@@ -358,3 +386,4 @@ class MemorySpool(SpoolCounters):
 
     def close(self) -> None:
         """Nothing to release: what is held is lost with the process."""
+        self._log_held_drops()

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from telemetry.agent import MemorySpool, Spool
+from telemetry.agent import spool as spool_module
+from telemetry.agent.disk_spool import DiskSpool
+from telemetry.agent.spool import SPOOL_FULL_LOG_INTERVAL
 from telemetry.collector.records import clean_batch
 from telemetry.protocol import Batch, FrameDecoder, decode_json, parse_client_message
 
@@ -71,6 +77,39 @@ def test_full_spool_drops_oldest_batches_and_counts(caplog: pytest.LogCaptureFix
     spool.add(readings(5))
     assert spool.dropped == 9
     assert [b.seq for b in spool.pending()] == [3, 4]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda tmp: MemorySpool(3, first_seq=0),
+        lambda tmp: DiskSpool(tmp / "spool.db", max_readings=3),
+    ],
+    ids=["memory", "disk"],
+)
+def test_a_full_spool_logs_at_most_one_drop_event_a_second(
+    make: Callable[[Path], Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full under load, a spool drops on every add: the first drop is logged at once, the
+    ones within SPOOL_FULL_LOG_INTERVAL go into the next event, and close() logs the rest;
+    the events add up to every reading dropped."""
+    clock = [100.0]
+    monkeypatch.setattr(spool_module.time, "monotonic", lambda: clock[0])
+    spool = make(tmp_path)
+    with capture_logs() as logs:
+        for n in range(6):  # each add of 3 evicts the batch before it
+            spool.add(readings(3, start=n * 3))
+        clock[0] += SPOOL_FULL_LOG_INTERVAL
+        spool.add(readings(3))
+        spool.add(readings(3))
+        spool.close()
+    events = [
+        (e["reason"], e["readings"], e["batches"], e["dropped_total"])
+        for e in logs
+        if e["event"] == "readings_dropped"
+    ]
+    assert events == [("spool_full", 3, 1, 3), ("spool_full", 15, 5, 18), ("spool_full", 3, 1, 21)]
+    assert spool.dropped == 21
 
 
 def test_batch_larger_than_spool_keeps_its_newest_readings() -> None:
