@@ -89,6 +89,8 @@ class Agent:
         rng: random.Random | None = None,
     ) -> None:
         self.section = section
+        #: A spool the agent made is closed with it; one given to it stays the caller's.
+        self._owns_spool = spool is None
         if spool is None:
             defaults = SpoolConfig()
             spool = MemorySpool(defaults.max_readings, max_bytes=defaults.max_bytes)
@@ -136,6 +138,8 @@ class Agent:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._owns_spool:
+            self.spool.close()  # logs drops still held for a ``readings_dropped`` event
         ledger = self.ledger
         log.info("ledger", agent=self.section.id, final=True, **ledger.as_dict())
         if acked:

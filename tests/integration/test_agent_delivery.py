@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from telemetry.agent import Agent, MemorySpool
-from telemetry.config import AgentSection
+from telemetry.agent import agent as agent_module
+from telemetry.config import AgentSection, SpoolConfig
 from tests.integration.fake_collector import FakeCollector, reading, scaled, unused_endpoint
 
 
@@ -258,3 +260,19 @@ async def test_ledger_balances_under_random_faults() -> None:
     assert ledger.balanced
     assert (ledger.acked, ledger.rejected, ledger.pending) == (51, 6, 0)
     assert fake.window_violations == 0
+
+
+async def test_closing_an_agent_logs_the_drops_its_own_spool_still_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full spool holds drops for its next ``readings_dropped`` event; an agent that made
+    its spool closes it, so the events add up to every reading dropped."""
+    monkeypatch.setattr(agent_module, "SpoolConfig", lambda: SpoolConfig(max_readings=3))
+    agent = Agent(AgentSection(id="a", endpoints=[unused_endpoint()], batch_size=3))
+    with capture_logs() as logs:
+        for n in range(9):  # three batches of 3 into a spool of 3: two are dropped
+            await agent.send(reading(n))
+        await agent.close(0)
+    dropped = [e["readings"] for e in logs if e["event"] == "readings_dropped"]
+    assert dropped == [3, 3]  # the first at once, the second, a moment later, at close
+    assert agent.ledger.dropped == 6
