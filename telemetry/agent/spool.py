@@ -385,5 +385,6 @@ class MemorySpool(SpoolCounters):
         return count
 
     def close(self) -> None:
-        """Nothing to release: what is held is lost with the process."""
+        """Log the drops held for a ``readings_dropped`` event; nothing to release (the
+        batches in memory are lost with the process)."""
         self._log_held_drops()
