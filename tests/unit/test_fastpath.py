@@ -277,6 +277,8 @@ def test_both_batch_validators_read_every_batch_the_same(readings: list[Any]) ->
         (b'{"type":"batch","seq":1,"readings":[{"sensor":"s","value":1,"ts":17e8}]}', True),
         (b'{"type":"batch","seq":1,"readings":[{"sensor":"s","value":1,"ts":"2026-"}]}', False),
         (b'{"type":"batch","seq":1,"readings":[{"sensor":"s","value":1}]}', False),
+        (b'{"type": "batch", "readings": [{"sensor": "s", "ts": "2026-"}]}', False),  # dumps
+        (b'{"type": "batch", "readings": [{"sensor": "s", "ts":\n  17e8}]}', True),
         (b'{"type":"batch","seq":1,"readings":[{"sensor":"s","ts":', True),
         (b'{"readings":[{"sensor":"' + b"x" * 2000 + b'","ts":17e8}]}', False),  # too far
     ],
