@@ -28,7 +28,7 @@ from common import collector, effective_workers, loadavg, machine, verdict
 
 from telemetry.bench import BenchOptions, Payloads, encode_readings, run_bench
 from telemetry.cli import run_async
-from telemetry.collector.records import BATCH_VALIDATOR, clean_batch
+from telemetry.collector.validation import BATCH_VALIDATOR, clean_batch
 
 CONNECTIONS = (1, 4, 16)
 BATCH = 500
@@ -129,7 +129,7 @@ def validation_limit(payloads: Payloads, readings: int) -> dict[str, float]:
 
     ``validate``: the one pydantic-core call that turns the JSON bytes into validated
     :class:`Record` objects (``records.BATCH_VALIDATOR``); ``records``:
-    :func:`telemetry.collector.records.clean_batch`, that call plus setting what the wire does
+    :func:`telemetry.collector.validation.clean_batch`, that call plus setting what the wire does
     not carry (reading ids, agent, receive time; the clock-skew check), exactly what a
     connection does with a clean batch before queueing it.
     Each with gc as Python has it (``*_default``), tuned as ``telemetry collect`` tunes it

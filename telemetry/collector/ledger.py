@@ -4,7 +4,7 @@ For acked delivery (batches) the invariant ``received = acked + rejected + unack
 holds at every moment: a batch's readings are *pending* from validation until its ``ack``
 (then *acked*, or *rejected* by validation or by a sink), its ``nack`` or the end of its
 connection (then *unacked*: the agent still holds them and will resend). Fire-and-forget
-readings have no ack; they are counted apart (``loose_*``; their drops, by reason, are the
+readings have no ack; they are counted apart (``fire_and_forget_*``; their drops, by reason, are the
 ``telemetry_readings_dropped_total`` metric).
 """
 
@@ -22,8 +22,8 @@ class Ledger:
     rejected: int = 0
     unacked: int = 0
     pending: int = 0
-    loose_received: int = 0
-    loose_rejected: int = 0
+    fire_and_forget_received: int = 0
+    fire_and_forget_rejected: int = 0
 
     @property
     def balanced(self) -> bool:

@@ -362,7 +362,7 @@ class Pipeline:
         self.metrics = metrics
         self.dead_letter_max_bytes = dead_letter_max_bytes
         for runner in self.reading_runners:
-            runner.on_refused = self._refused_loose
+            runner.on_refused = self._refused_fire_and_forget
 
     @property
     def healthy(self) -> bool:
@@ -406,7 +406,7 @@ class Pipeline:
                 futures.append(future)
         return asyncio.gather(*futures)
 
-    async def submit_nowait_ack(self, records: Sequence[Record]) -> None:
+    async def submit_fire_and_forget(self, records: Sequence[Record]) -> None:
         """Queue fire-and-forget records: nobody waits for them, failures are counted."""
         for runner in self.reading_runners:
             routed = runner.route(records)
@@ -438,7 +438,7 @@ class Pipeline:
             for record, reason in refusals
         ]
 
-    def _refused_loose(self, runner: SinkRunner, refusals: list[Refusal]) -> None:
+    def _refused_fire_and_forget(self, runner: SinkRunner, refusals: list[Refusal]) -> None:
         if self.metrics is not None:
             self.metrics.drops.labels("sink_refused").inc(len(refusals))
         self.dead_letter(self.refusals_to_dead_letters(refusals))

@@ -20,15 +20,17 @@ from typing import Any, Literal
 from prometheus_client.core import GaugeMetricFamily
 
 from telemetry.collector.connection import Connection
+from telemetry.collector.events import ConnectionEvents
 from telemetry.collector.handoff import Receiver
 from telemetry.collector.http import HttpServer
 from telemetry.collector.ledger import Ledger
 from telemetry.collector.live import LiveView
 from telemetry.collector.metrics import Metrics
 from telemetry.collector.pipeline import Pipeline, SinkRunner
+from telemetry.collector.session import Session
 from telemetry.config import CollectorConfig
 from telemetry.log import get_logger
-from telemetry.protocol import Error, encode_frame
+from telemetry.protocol import Error, TooManyConnections, encode_frame
 from telemetry.sinks.base import Sink
 from telemetry.sinks.registry import build_sink
 
@@ -271,7 +273,7 @@ class Collector:
         assert task is not None
         if len(self.connections) >= self.config.ingest.max_connections or self.state != "serving":
             self.metrics.connections.labels("refused").inc()
-            code = "too_many_connections"
+            code = TooManyConnections.code
             detail = (
                 f"limit max_connections {self.config.ingest.max_connections}"
                 if self.state == "serving"
@@ -284,7 +286,7 @@ class Collector:
         self._next_id += 1
         self.metrics.connections.labels("accepted").inc()
         self.metrics.open_connections.inc()
-        conn = Connection(self, reader, writer, self._next_id)
+        conn = self._connection(reader, writer, self._next_id)
         self.connections[conn.conn_id] = conn
         self._tasks.add(task)
         try:
@@ -295,6 +297,29 @@ class Collector:
             del self.connections[conn.conn_id]
             self._tasks.discard(task)
             self.metrics.open_connections.dec()
+
+    def _connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int
+    ) -> Connection:
+        """A connection with its session, wired to this collector's pipeline and books."""
+        events = ConnectionEvents(self.metrics, self.live, conn_id)
+        session = Session(
+            self.config.ingest,
+            collector_id=self.config.collector.id,
+            peer=peer_name(writer),
+            ledger=self.ledger,
+            events=events,
+            would_wait=self.pipeline.would_wait,
+            dead_letters=bool(self.pipeline.dead_letter_runners),
+            dead_letter_max_bytes=self.config.collector.dead_letter_max_bytes,
+        )
+        return Connection(reader, writer, conn_id, session, self.pipeline, events)
+
+
+def peer_name(writer: asyncio.StreamWriter) -> str:
+    """``host:port`` of the other end."""
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
 
 def listen_error(exc: OSError, address: str) -> ListenError:

@@ -1,4 +1,8 @@
-"""Wire protocol v1, sans-I/O: framing and message models. Imports no asyncio, no socket."""
+"""Wire protocol v1, sans-I/O (docs/protocol.md): framing, messages, readings and errors.
+
+Imports no asyncio and no socket. The collector's session rules build on it
+(:mod:`telemetry.collector.session`), as the agent's do (:mod:`telemetry.agent.window`).
+"""
 
 from telemetry.protocol.errors import (
     ERROR_CODES,
@@ -6,9 +10,11 @@ from telemetry.protocol.errors import (
     BadJson,
     FrameTooLarge,
     HelloRequired,
+    IdleTimeout,
     NotAnObject,
     ProtocolError,
     ProtocolViolation,
+    TooManyConnections,
     TruncatedFrame,
     Unauthorized,
     UnknownType,
@@ -22,6 +28,7 @@ from telemetry.protocol.framing import (
     parse_header,
 )
 from telemetry.protocol.messages import (
+    DEFAULT_MAX_BATCH,
     PROTOCOL_VERSION,
     Ack,
     Batch,
@@ -29,20 +36,27 @@ from telemetry.protocol.messages import (
     Goaway,
     Hello,
     Nack,
-    Reading,
     RejectedReading,
-    Rejection,
+    ServerMessage,
     Welcome,
     decode_json,
-    format_timestamp,
     parse_client_message,
     parse_server_message,
+)
+from telemetry.protocol.readings import (
+    DEFAULT_MAX_CLOCK_SKEW,
+    Reading,
+    Rejection,
+    describe_errors,
+    format_timestamp,
     validate_reading,
     validate_readings,
     validation_context,
 )
 
 __all__ = [
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_CLOCK_SKEW",
     "DEFAULT_MAX_FRAME_BYTES",
     "ERROR_CODES",
     "HEADER_SIZE",
@@ -58,6 +72,7 @@ __all__ = [
     "Goaway",
     "Hello",
     "HelloRequired",
+    "IdleTimeout",
     "Nack",
     "NotAnObject",
     "ProtocolError",
@@ -65,11 +80,14 @@ __all__ = [
     "Reading",
     "RejectedReading",
     "Rejection",
+    "ServerMessage",
+    "TooManyConnections",
     "TruncatedFrame",
     "Unauthorized",
     "UnknownType",
     "Welcome",
     "decode_json",
+    "describe_errors",
     "encode_frame",
     "format_timestamp",
     "parse_client_message",

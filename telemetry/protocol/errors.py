@@ -1,4 +1,4 @@
-"""Protocol errors: every one carries the wire error code of DESIGN.md section 2.
+"""Protocol errors: each class is one wire error code of docs/protocol.md#errors.
 
 A :class:`ProtocolError` is fatal for the connection: the collector answers it with an
 ``error`` message carrying :attr:`ProtocolError.code` and closes. Errors that only skip one
@@ -77,19 +77,21 @@ class ProtocolViolation(ProtocolError):
     code = "protocol_violation"
 
 
-#: Every error code the collector may send in an ``error`` message.
-ERROR_CODES = frozenset(
-    {
-        "bad_header",
-        "frame_too_large",
-        "truncated_frame",
-        "bad_json",
-        "not_an_object",
-        "unknown_type",
-        "hello_required",
-        "unauthorized",
-        "too_many_connections",
-        "idle_timeout",
-        "protocol_violation",
-    }
-)
+class TooManyConnections(ProtocolError):
+    """The collector is at ``max_connections``, or draining: sent instead of serving."""
+
+    code = "too_many_connections"
+
+
+class IdleTimeout(ProtocolError):
+    """No frame (not even a heartbeat) arrived for ``idle_timeout`` seconds."""
+
+    code = "idle_timeout"
+
+
+def _codes(cls: type[ProtocolError]) -> frozenset[str]:
+    return frozenset({cls.code}).union(*(_codes(sub) for sub in cls.__subclasses__()))
+
+
+#: Every error code an ``error`` message may carry: one per class above.
+ERROR_CODES = _codes(ProtocolError)

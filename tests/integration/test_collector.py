@@ -525,7 +525,7 @@ async def test_the_ledger_accounts_for_every_batch_reading(start_collector):
         2,
         0,
     )
-    assert (ledger.loose_received, ledger.loose_rejected) == (2, 1)
+    assert (ledger.fire_and_forget_received, ledger.fire_and_forget_rejected) == (2, 1)
     assert ledger.balanced
     value = collector.metrics.value
     assert value("telemetry_ledger_readings", state="acked") == 2
@@ -571,7 +571,7 @@ async def test_fast_and_exact_paths_keep_the_order_of_one_read(start_collector):
     assert sink.records[0].agent.startswith("127.0.0.1:")  # before the hello: the peer
     assert sink.records[-1].agent == "mixed"
     ledger = collector.ledger
-    assert (ledger.loose_received, ledger.loose_rejected) == (5, 2)
+    assert (ledger.fire_and_forget_received, ledger.fire_and_forget_rejected) == (5, 2)
     assert (ledger.received, ledger.acked, ledger.rejected) == (4, 3, 1)
 
 

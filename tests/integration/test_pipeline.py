@@ -181,7 +181,7 @@ async def test_close_flushes_what_is_queued():
     sink = RecordingSink()
     pipeline = Pipeline([runner(sink, flush_interval=10)])
     await pipeline.start()
-    await pipeline.submit_nowait_ack(records(4))
+    await pipeline.submit_fire_and_forget(records(4))
     await pipeline.close(timeout(5))
     assert len(sink.records) == 4
     assert sink.closed == 1

@@ -14,7 +14,7 @@ from telemetry.agent import MemorySpool, Spool
 from telemetry.agent import spool as spool_module
 from telemetry.agent.disk_spool import DiskSpool
 from telemetry.agent.spool import SPOOL_FULL_LOG_INTERVAL
-from telemetry.collector.records import clean_batch
+from telemetry.collector.validation import clean_batch
 from telemetry.protocol import Batch, FrameDecoder, decode_json, parse_client_message
 
 

@@ -12,17 +12,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from telemetry.collector.records import (
+from telemetry.collector.validation import (
     BATCH_VALIDATOR,
     BATCH_VALIDATOR_EPOCH,
     RECORD_VALIDATOR,
     clean_batch,
-    clean_loose_records,
+    clean_fire_and_forget,
     epoch_first,
 )
-from telemetry.protocol.fastpath import decode_reading, encode_reading
-from telemetry.protocol.messages import validate_reading
+from telemetry.protocol import validate_reading
+from telemetry.protocol.fastpath import READING_VALIDATOR, encode_reading
 from telemetry.sinks.base import Record
+
+
+def decode_reading(payload: bytes) -> dict[str, Any] | None:
+    """The fast path's verdict on a reading's JSON, as a dict (``None``: take the exact path)."""
+    try:
+        reading: dict[str, Any] = READING_VALIDATOR.validate_json(payload)
+    except ValidationError:
+        return None
+    return reading
 
 
 def _exact(raw: Any) -> dict[str, Any] | None:
@@ -321,7 +330,7 @@ def test_a_future_timestamp_or_a_bad_reading_sends_the_batch_to_the_exact_path()
     assert clean_batch(b'{"type":"hello","agent":"a"}', "a", now, limit) is None
 
 
-def test_clean_loose_records_stop_at_the_first_frame_the_exact_path_must_see() -> None:
+def test_clean_fire_and_forget_stop_at_the_first_frame_the_exact_path_must_see() -> None:
     """Clean readings become records (heartbeats skipped) up to a control message, a bad
     reading or a ts too far ahead; the index says where the caller goes on."""
     now = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
@@ -337,14 +346,14 @@ def test_clean_loose_records_stop_at_the_first_frame_the_exact_path_must_see() -
         b'{"sensor":"s","value":1,"ts":"2026-11-27T07:05:00.000001Z"}',
         good,
     ]
-    records, index = clean_loose_records(frames, 0, "peer", now, limit)
+    records, index = clean_fire_and_forget(frames, 0, "peer", now, limit)
     assert (len(records), index) == (2, 3)
     assert all(r.id is None and r.agent == "peer" and r.ts == now for r in records)
-    assert clean_loose_records(frames, 4, "peer", now, limit)[1] == 5
-    assert clean_loose_records(frames, 6, "peer", now, limit)[1] == 6
-    records, index = clean_loose_records(frames, 7, "peer", now, limit)
+    assert clean_fire_and_forget(frames, 4, "peer", now, limit)[1] == 5
+    assert clean_fire_and_forget(frames, 6, "peer", now, limit)[1] == 6
+    records, index = clean_fire_and_forget(frames, 7, "peer", now, limit)
     assert (len(records), index) == (1, 8)
-    assert clean_loose_records(frames, 8, "peer", now, limit) == ([], 8)
+    assert clean_fire_and_forget(frames, 8, "peer", now, limit) == ([], 8)
 
 
 def test_agents_encode_a_clean_reading_dict_as_it_is() -> None:

@@ -20,7 +20,7 @@ from telemetry.protocol.errors import (
     ProtocolViolation,
     UnknownType,
 )
-from telemetry.protocol.messages import (
+from telemetry.protocol import (
     PROTOCOL_VERSION,
     Ack,
     Batch,

@@ -1,25 +1,44 @@
-"""Frames to the records the collector hands its sinks: the per-reading hot loops.
+"""Validation, in one home: frames in, records and rejections out (docs/protocol.md#readings).
 
-How this works: pydantic-core validates a clean frame's JSON bytes straight into
-:class:`Record` objects, with the schemas of :mod:`telemetry.protocol.fastpath` (no dict per
-reading in between); these loops then set what the wire does not carry: the reading id, the
-agent, the receive time, and the receive time as ``ts`` where the reading had none.
-:func:`clean_loose_records` walks a read's frames and does this for each clean fire-and-forget
-reading until it meets a frame that is not one: a control message (a ``hello`` fails
-validation as a reading), or anything the exact path has to look at. :func:`clean_batch` does
-it for a whole ``batch``. Both leave to the exact path readings whose ``ts`` is beyond
-``limit`` (the receive time plus ``max_clock_skew``): it rejects those with their reason.
+How this works: a frame is first tried on the *fast path*. pydantic-core validates a clean
+frame's JSON bytes straight into :class:`Record` objects, with the schemas of
+:mod:`telemetry.protocol.fastpath` (no dict per reading in between); these loops then set what
+the wire does not carry: the reading id, the agent, the receive time, and the receive time as
+``ts`` where the reading had none. :func:`clean_fire_and_forget` walks a read's frames and does
+this for each clean fire-and-forget reading until it meets a frame that is not one: a control
+message (a ``hello`` fails validation as a reading), or anything the exact path has to look at.
+:func:`clean_batch` does it for a whole ``batch``. Both leave to the exact path readings whose
+``ts`` is beyond ``limit`` (the receive time plus ``max_clock_skew``).
+
+Anything else takes the *exact path*: :func:`classify` decodes the payload and tells a
+``hello``, a ``batch`` and a bare reading apart (control-message dispatch), and
+:func:`check_readings` validates readings one by one with the exact model, which names every
+problem. Pure functions: no I/O, no state.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
+from typing import Any
 
 from pydantic_core import SchemaValidator, TzInfo, ValidationError
 
+from telemetry.protocol import (
+    BadJson,
+    Batch,
+    Hello,
+    Reading,
+    Rejection,
+    decode_json,
+    parse_client_message,
+    validate_readings,
+    validation_context,
+)
 from telemetry.protocol.fastpath import batch_schema, record_schema
-from telemetry.protocol.messages import Reading
 from telemetry.sinks.base import Record
 
 #: Payloads holding this may be control messages (``batch``, ``hello``).
@@ -55,7 +74,7 @@ def epoch_first(payload: bytes) -> bool:
     return at >= 0 and payload[at + 5 : at + 5 + _TS_GAP].lstrip(b" \t\r\n")[:1] != b'"'
 
 
-def clean_loose_records(
+def clean_fire_and_forget(
     frames: list[bytes], start: int, agent: str, now: datetime, limit: datetime
 ) -> tuple[list[Record], int]:
     """Records for the clean fire-and-forget readings in ``frames[start:]`` (heartbeats
@@ -129,3 +148,54 @@ def reading_record(reading: Reading, agent: str, reading_id: str | None, now: da
         reading.unit,
         reading.tags,
     )
+
+
+# --- the exact path -------------------------------------------------------------------------
+
+#: A malformed payload that claims to be a control message is fatal before ``hello``; one
+#: that is just a broken reading only skips that frame.
+_CONTROL = re.compile(rb'"type"\s*:\s*"(?:hello|batch)"')
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenReading:
+    """A fire-and-forget frame that is not JSON: rejected alone, the connection goes on."""
+
+    payload: bytes
+    errors: tuple[str, ...]
+    kinds: tuple[str, ...] = ("bad_json",)
+
+
+def classify(payload: bytes, *, hello_done: bool) -> Hello | Batch | dict[str, Any] | BrokenReading:
+    """What a frame the fast path did not take is: a ``hello``, a ``batch``, a bare reading
+    (unvalidated) or a broken one.
+
+    Raises a :class:`~telemetry.protocol.ProtocolError` for what ends the connection: a payload
+    that is not an object, an unknown ``type``, an invalid ``hello`` or ``batch``, and, before
+    ``hello``, malformed JSON that claims to be a control message.
+    """
+    try:
+        obj = decode_json(payload)
+    except BadJson as exc:
+        if not hello_done and _CONTROL.search(payload):
+            raise
+        return BrokenReading(payload, ("payload: " + exc.detail,))
+    return parse_client_message(obj)
+
+
+def check_readings(
+    raws: Sequence[Any], agent: str, prefix: str | None, now: datetime, max_clock_skew: float
+) -> tuple[list[tuple[int, Record]], list[Rejection]]:
+    """Validate readings on the exact path: ``([(index, record)...], [rejection...])``.
+
+    ``prefix`` (``"<agent>:<seq>:"``) makes each record's reading id; ``None`` for
+    fire-and-forget readings, which have none.
+    """
+    accepted, rejected = validate_readings(raws, validation_context(now, max_clock_skew))
+    return [
+        (
+            index,
+            reading_record(reading, agent, None if prefix is None else f"{prefix}{index}", now),
+        )
+        for index, reading in accepted
+    ], rejected

@@ -1,0 +1,464 @@
+"""The rules of one agent connection, sans-I/O (docs/protocol.md#messages, #delivery).
+
+How this works: a :class:`Session` is a plain object with no awaits, in the manner of h11's
+``Connection``. The I/O layer (:class:`telemetry.collector.connection.Connection`) feeds it
+the frames it decoded (:meth:`Session.receive`) and carries out the actions it yields, in
+order:
+
+- :class:`Send`: write these bytes (a framed ``welcome``, ``ack`` or ``nack``);
+- :class:`Queue`: hand fire-and-forget records to the pipeline (awaited: backpressure);
+- :class:`Deliver`: a batch's valid records. Wait for a window slot, submit them, await the
+  sinks, then report back with :meth:`Session.settled` (which returns the ``ack``),
+  :meth:`Session.failed` (the ``nack``) or :meth:`Session.abandoned` (the connection went);
+- :class:`DeadLetters`: hand rejected readings to the dead-letter sinks.
+
+A :class:`~telemetry.protocol.ProtocolError` raised by :meth:`receive` ends the connection;
+:meth:`fatal` gives the ``error`` frame to send first.
+
+The session holds hello, auth and version; admission (``max_batch``, ``on_full``); the window
+it announces; the ack, nack, goaway and error payloads; and every move of the collector's
+:class:`~telemetry.collector.ledger.Ledger`. It reports what happens to a
+:class:`SessionEvents` (metrics, live view) and logs the protocol's events. Validation itself
+lives in :mod:`telemetry.collector.validation`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from telemetry.collector.ledger import Ledger
+from telemetry.collector.validation import (
+    CONTROL_KEY,
+    BrokenReading,
+    check_readings,
+    classify,
+    clean_batch,
+    clean_fire_and_forget,
+)
+from telemetry.config import IngestConfig
+from telemetry.log import get_logger
+from telemetry.protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    Batch,
+    Error,
+    Goaway,
+    Hello,
+    HelloRequired,
+    Nack,
+    ProtocolViolation,
+    RejectedReading,
+    Rejection,
+    Unauthorized,
+    Welcome,
+    encode_frame,
+)
+from telemetry.sinks.base import DeadLetter, Record
+
+if TYPE_CHECKING:
+    from telemetry.collector.pipeline import Refusal
+
+log = get_logger("telemetry.connection")
+
+
+class SessionEvents(Protocol):
+    """What a session reports as it goes: the collector counts it and shows it live."""
+
+    def frames(self, count: int) -> None: ...
+    def accepted(self, records: Sequence[Record]) -> None: ...
+    def rejected(self, who: str, errors: Sequence[str], kinds: Sequence[str]) -> None: ...
+    def batch(self) -> None: ...
+    def ack(self) -> None: ...
+    def nack(self, reason: str) -> None: ...
+    def sink_refused(self) -> None: ...
+    def connection_error(self, code: str) -> None: ...
+    def agent_connected(self, agent: str, peer: str) -> None: ...
+    def agent_disconnected(self) -> None: ...
+
+
+class NoEvents:
+    """A :class:`SessionEvents` that keeps nothing (tests, tools)."""
+
+    def frames(self, count: int) -> None:
+        pass
+
+    def accepted(self, records: Sequence[Record]) -> None:
+        pass
+
+    def rejected(self, who: str, errors: Sequence[str], kinds: Sequence[str]) -> None:
+        pass
+
+    def batch(self) -> None:
+        pass
+
+    def ack(self) -> None:
+        pass
+
+    def nack(self, reason: str) -> None:
+        pass
+
+    def sink_refused(self) -> None:
+        pass
+
+    def connection_error(self, code: str) -> None:
+        pass
+
+    def agent_connected(self, agent: str, peer: str) -> None:
+        pass
+
+    def agent_disconnected(self) -> None:
+        pass
+
+
+# --- actions --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write ``data`` (one or more whole frames)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """Hand fire-and-forget records to the pipeline; nobody waits for them."""
+
+    records: list[Record]
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """A batch's valid records, to deliver before the ack. ``indexes[i]`` is the index in the
+    batch of ``records[i]``; ``rejected`` are the readings validation refused."""
+
+    seq: int
+    records: list[Record]
+    indexes: Sequence[int]
+    rejected: list[Rejection]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetters:
+    """Hand these rejected readings to the dead-letter sinks (never waits)."""
+
+    letters: list[DeadLetter]
+
+
+Action = Send | Queue | Deliver | DeadLetters
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Session:
+    """The protocol rules of one connection; see the module docstring."""
+
+    def __init__(
+        self,
+        config: IngestConfig,
+        *,
+        collector_id: str,
+        peer: str,
+        ledger: Ledger | None = None,
+        events: SessionEvents | None = None,
+        would_wait: Callable[[int], bool] = lambda count: False,
+        dead_letters: bool = False,
+        dead_letter_max_bytes: int = 4096,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        """``would_wait(count)``: would the sinks make a batch of ``count`` readings wait (for
+        ``on_full = "nack"``). ``dead_letters``: is there a dead-letter sink to feed."""
+        self.config = config
+        self.collector_id = collector_id
+        self.peer = peer
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.events: SessionEvents = events if events is not None else NoEvents()
+        #: The agent id of the ``hello``; ``None`` before it.
+        self.agent: str | None = None
+        self._would_wait = would_wait
+        self._dead_letters = dead_letters
+        self._dead_letter_max_bytes = dead_letter_max_bytes
+        self._clock = clock
+        self._skew = timedelta(seconds=config.max_clock_skew)
+
+    @property
+    def who(self) -> str:
+        """The agent id, or the peer's address before a ``hello``."""
+        return self.agent or self.peer
+
+    @property
+    def window(self) -> int:
+        """Batches the agent may have unacked at once (announced in ``welcome``)."""
+        return self.config.window
+
+    # --- frames in --------------------------------------------------------------------------
+
+    def receive(self, frames: list[bytes]) -> Iterator[Action]:
+        """The actions for ``frames``, in order. Raises a ``ProtocolError`` that ends the
+        connection; the actions before it are still to be carried out."""
+        self.events.frames(len(frames))
+        index, count = 0, len(frames)
+        while index < count:
+            # The fast path: clean input validated natively, one call per frame.
+            now = self._clock()
+            records, index = clean_fire_and_forget(frames, index, self.who, now, now + self._skew)
+            if records:
+                self.ledger.fire_and_forget_received += len(records)
+                yield self._queue(records)
+            if index == count:
+                return
+            payload = frames[index]
+            index += 1
+            if self.agent is not None and CONTROL_KEY in payload:
+                actions = self._clean_batch(self.agent, payload)
+                if actions is not None:
+                    yield from actions
+                    continue
+            # The exact path: anything else, with the precise reasons.
+            yield from self._exact(payload)
+
+    def _exact(self, payload: bytes) -> Iterator[Action]:
+        message = classify(payload, hello_done=self.agent is not None)
+        if isinstance(message, BrokenReading):
+            self.ledger.fire_and_forget_received += 1
+            yield from self._reject_fire_and_forget(message.payload, message.errors, message.kinds)
+        elif isinstance(message, dict):
+            yield from self._exact_fire_and_forget([message])
+        elif isinstance(message, Batch):
+            yield from self._exact_batch(message)
+        else:
+            yield self._hello(message)
+
+    def _hello(self, hello: Hello) -> Send:
+        if self.agent is not None:
+            raise ProtocolViolation("second hello on one connection")
+        if hello.protocol != PROTOCOL_VERSION:
+            raise ProtocolViolation(
+                f"protocol {hello.protocol} is not supported; this collector speaks "
+                f"{PROTOCOL_VERSION}"
+            )
+        tokens = self.config.tokens
+        if tokens and not any(
+            hmac.compare_digest((hello.token or "").encode(), t.encode()) for t in tokens
+        ):
+            raise Unauthorized("hello token missing or not accepted")
+        self.agent = hello.agent
+        structlog.contextvars.bind_contextvars(agent=hello.agent)
+        self.events.agent_connected(hello.agent, self.peer)
+        log.info("agent_hello")
+        welcome = Welcome(
+            collector=self.collector_id,
+            max_frame_bytes=self.config.max_frame_bytes,
+            window=self.config.window,
+        )
+        return Send(encode_frame(welcome.encode()))
+
+    # --- fire-and-forget --------------------------------------------------------------------
+
+    def _exact_fire_and_forget(self, raws: list[Any]) -> Iterator[Action]:
+        self.ledger.fire_and_forget_received += len(raws)
+        now = self._clock()
+        accepted, rejected = check_readings(raws, self.who, None, now, self.config.max_clock_skew)
+        for rejection in rejected:
+            yield from self._reject_fire_and_forget(
+                raws[rejection.index], rejection.errors, rejection.kinds
+            )
+        if accepted:
+            yield self._queue([record for _, record in accepted])
+
+    def _reject_fire_and_forget(
+        self, raw: Any, errors: tuple[str, ...], kinds: tuple[str, ...]
+    ) -> Iterator[Action]:
+        self.ledger.fire_and_forget_rejected += 1
+        self.events.rejected(self.who, errors, kinds)
+        log.warning("reading_rejected", errors=list(errors), fire_and_forget=True)
+        letters = self._letters([(raw, errors, None)])
+        if letters is not None:
+            yield letters
+
+    def _queue(self, records: list[Record]) -> Queue:
+        self.events.accepted(records)
+        return Queue(records)
+
+    # --- batches ----------------------------------------------------------------------------
+
+    def _admit(self, seq: int, count: int) -> Send | None:
+        """Check a batch's limits and count it; the ``nack`` when it is refused (``on_full``)."""
+        if self.agent is None:
+            raise HelloRequired("send hello before the first batch")
+        if count > self.config.max_batch:
+            raise ProtocolViolation(
+                f"batch of {count} readings exceeds max_batch {self.config.max_batch}"
+            )
+        self.ledger.received += count
+        if self.config.on_full == "nack" and self._would_wait(count):
+            self.ledger.unacked += count
+            return Send(self._nack(seq, "overloaded", "sink queue full"))
+        return None
+
+    def _clean_batch(self, agent: str, payload: bytes) -> list[Action] | None:
+        """The actions for a batch the fast path finds clean; ``None``: it is not, so it must
+        take the exact path (which finds and names every problem)."""
+        now = self._clock()
+        batch = clean_batch(payload, agent, now, now + self._skew)
+        if batch is None:
+            return None
+        seq, records = batch
+        nack = self._admit(seq, len(records))
+        if nack is not None:
+            return [nack]
+        self.events.batch()
+        return list(self._deliver(seq, records, range(len(records)), []))
+
+    def _exact_batch(self, batch: Batch) -> Iterator[Action]:
+        nack = self._admit(batch.seq, len(batch.readings))
+        if nack is not None:
+            yield nack
+            return
+        agent = self.who
+        prefix = f"{agent}:{batch.seq}:"
+        now = self._clock()
+        accepted, rejected = check_readings(
+            batch.readings, agent, prefix, now, self.config.max_clock_skew
+        )
+        self.ledger.rejected += len(rejected)
+        self.events.batch()
+        for rejection in rejected:
+            self.events.rejected(agent, rejection.errors, rejection.kinds)
+            log.warning(
+                "reading_rejected",
+                seq=batch.seq,
+                index=rejection.index,
+                errors=list(rejection.errors),
+            )
+        if rejected:
+            letters = self._letters(
+                [(batch.readings[r.index], r.errors, f"{prefix}{r.index}") for r in rejected]
+            )
+            if letters is not None:
+                yield letters
+        yield from self._deliver(
+            batch.seq,
+            [record for _, record in accepted],
+            [index for index, _ in accepted],
+            rejected,
+        )
+
+    def _deliver(
+        self, seq: int, records: list[Record], indexes: Sequence[int], rejected: list[Rejection]
+    ) -> Iterator[Action]:
+        self.events.accepted(records)
+        if not records:
+            yield Send(self._ack(seq, 0, rejected))
+            return
+        self.ledger.pending += len(records)
+        yield Deliver(seq, records, indexes, rejected)
+
+    # --- settling a delivery ----------------------------------------------------------------
+
+    def settled(self, deliver: Deliver, refusals_by_sink: Sequence[Sequence[Refusal]]) -> bytes:
+        """Every sink has the batch; some may have refused readings for good. The ``ack``."""
+        refused = self._refused(deliver, refusals_by_sink)
+        rejected = deliver.rejected
+        if refused:
+            rejected = sorted([*rejected, *refused.values()], key=lambda r: r.index)
+        count = len(deliver.records)
+        self.ledger.pending -= count
+        self.ledger.acked += count - len(refused)
+        self.ledger.rejected += len(refused)
+        return self._ack(deliver.seq, count - len(refused), rejected)
+
+    def failed(self, deliver: Deliver, sink: str, reason: str) -> bytes:
+        """A sink gave up on the batch for now: the ``nack``; the agent resends it."""
+        log.warning("batch_nacked", seq=deliver.seq, sink=sink, reason=reason)
+        self.abandoned(deliver)
+        return self._nack(deliver.seq, "sink_unavailable", f"sink {sink} unavailable")
+
+    def abandoned(self, deliver: Deliver) -> None:
+        """The batch will get no answer (the connection went): the agent still holds it."""
+        self.ledger.pending -= len(deliver.records)
+        self.ledger.unacked += len(deliver.records)
+
+    def _refused(
+        self, deliver: Deliver, refusals_by_sink: Sequence[Sequence[Refusal]]
+    ) -> dict[int, Rejection]:
+        """Readings a sink refused for good, as rejections by their index in the batch."""
+        refused: dict[int, Rejection] = {}
+        if not any(refusals_by_sink):
+            return refused
+        position = {
+            id(record): index
+            for record, index in zip(deliver.records, deliver.indexes, strict=True)
+        }
+        for refusals in refusals_by_sink:
+            for record, reason in refusals:
+                index = position[id(record)]
+                previous = refused.get(index)
+                errors = (*previous.errors, reason) if previous else (reason,)
+                refused[index] = Rejection(index, errors, ("sink_refused",))
+        for rejection in refused.values():
+            self.events.sink_refused()
+            log.warning("reading_refused", index=rejection.index, errors=list(rejection.errors))
+        return refused
+
+    # --- messages out -----------------------------------------------------------------------
+
+    def _ack(self, seq: int, accepted: int, rejected: list[Rejection]) -> bytes:
+        self.events.ack()
+        ack = Ack(
+            seq=seq,
+            accepted=accepted,
+            rejected=[RejectedReading(index=r.index, errors=list(r.errors)) for r in rejected],
+        )
+        return encode_frame(ack.encode())
+
+    def _nack(self, seq: int, reason: str, detail: str) -> bytes:
+        self.events.nack(reason)
+        nack = Nack(seq=seq, reason=detail, retry_after_ms=self.config.retry_after_ms)
+        return encode_frame(nack.encode())
+
+    def goaway(self, reason: str) -> bytes:
+        """The ``goaway`` frame: the collector is draining or rebalancing."""
+        return encode_frame(Goaway(reason=reason).encode())
+
+    def fatal(self, code: str, detail: str) -> bytes:
+        """The ``error`` frame that ends the connection, logged and counted."""
+        log.warning("connection_error", code=code, detail=detail)
+        self.events.connection_error(code)
+        return encode_frame(Error(code=code, detail=detail).encode())
+
+    def closed(self) -> None:
+        """The connection is gone."""
+        if self.agent is not None:
+            self.events.agent_disconnected()
+
+    # --- dead letters -----------------------------------------------------------------------
+
+    def _letters(self, rejected: list[tuple[Any, Sequence[str], str | None]]) -> DeadLetters | None:
+        """Dead letters for rejected readings (raw, reasons, reading id), when a sink takes
+        them."""
+        if not self._dead_letters:
+            return None
+        now = self._clock()
+        who = self.who
+        return DeadLetters(
+            [
+                DeadLetter.of(
+                    raw,
+                    agent=who,
+                    reason="; ".join(errors),
+                    received_at=now,
+                    max_bytes=self._dead_letter_max_bytes,
+                    reading_id=reading_id,
+                )
+                for raw, errors, reading_id in rejected
+            ]
+        )
