@@ -12,14 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from telemetry.protocol.errors import (
-    ERROR_CODES,
-    BadJson,
-    NotAnObject,
-    ProtocolError,
-    ProtocolViolation,
-    UnknownType,
-)
 from telemetry.protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -39,6 +31,14 @@ from telemetry.protocol import (
     validate_reading,
     validate_readings,
     validation_context,
+)
+from telemetry.protocol.errors import (
+    ERROR_CODES,
+    BadJson,
+    NotAnObject,
+    ProtocolError,
+    ProtocolViolation,
+    UnknownType,
 )
 
 NOW = datetime(2026, 11, 27, 7, 15, 0, tzinfo=UTC)
