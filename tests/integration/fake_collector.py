@@ -1,7 +1,9 @@
 """A small collector for agent tests: a real asyncio TCP server on port 0 speaking protocol v1.
 
-It answers ``hello`` with ``welcome`` and each ``batch`` with an ``ack`` (readings validated
-with the protocol package, so invalid ones come back rejected), and can be told to misbehave:
+Its answers come from the collector's own sans-I/O session core
+(:class:`telemetry.collector.session.Session`): ``welcome`` for a ``hello``, an ``ack`` for each
+``batch`` with its invalid readings rejected, as a real collector would, with no sinks behind it.
+Around it the fake can be told to misbehave:
 nack chosen seqs once, send ``goaway`` after some acks, drop the connection mid-stream,
 withhold acks, hold acks until the window is full, or answer a hello with an ``error``.
 It records everything it saw and counts window violations (more unacked batches than the
@@ -17,21 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from telemetry.collector.session import Deliver, Send, Session
+from telemetry.config import IngestConfig
 from telemetry.protocol import (
-    Ack,
     Batch,
     Error,
     FrameDecoder,
-    Goaway,
     Hello,
     Nack,
-    RejectedReading,
-    Welcome,
     decode_json,
     encode_frame,
     parse_client_message,
-    validate_readings,
-    validation_context,
 )
 
 TIMEOUT_FACTOR = float(os.environ.get("TELEMETRY_TEST_TIMEOUT_FACTOR", "1"))
@@ -64,9 +62,11 @@ class Received:
 class _Conn:
     id: int
     writer: asyncio.StreamWriter
+    session: Session
     batches: int = 0
-    #: seq -> readings of batches received and not yet acked or nacked, in arrival order.
-    unacked: dict[int, list[Any]] = field(default_factory=dict)
+    #: seq -> the session's delivery of batches received and not yet acked or nacked, in
+    #: arrival order (bytes: every reading was rejected, this is the ready ack).
+    unacked: dict[int, Deliver | bytes] = field(default_factory=dict)
     hold_timer: asyncio.TimerHandle | None = None
 
 
@@ -156,13 +156,15 @@ class FakeCollector:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _send(self, conn: _Conn, payload: bytes) -> None:
+    def _send(self, conn: _Conn, frame: bytes) -> None:
         if not conn.writer.is_closing():
-            conn.writer.write(encode_frame(payload))
+            conn.writer.write(frame)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        conn = _Conn(self.connections, writer)
+        config = IngestConfig(window=self.window, max_frame_bytes=1048576)
+        session = Session(config, collector_id=self.name, peer=f"conn-{self.connections}")
+        conn = _Conn(self.connections, writer, session)
         self._conns[conn.id] = conn
         decoder = FrameDecoder()
         try:
@@ -188,30 +190,35 @@ class FakeCollector:
         if not payload:
             self.heartbeats += 1
             return True
-        message = parse_client_message(decode_json(payload))
+        message = parse_client_message(decode_json(payload))  # to record what was sent
         if isinstance(message, Hello):
             self.hellos.append(message)
             if self.error_on_hello is not None:
                 code, self.error_on_hello = self.error_on_hello, None
-                self._send(conn, Error(code=code, detail="told to refuse").encode())
+                self._send(conn, encode_frame(Error(code=code, detail="told to").encode()))
                 return False
-            welcome = Welcome(collector=self.name, max_frame_bytes=1048576, window=self.window)
-            self._send(conn, welcome.encode())
-            return True
+        actions = list(conn.session.receive([payload]))
         if not isinstance(message, Batch):
+            for action in actions:
+                if isinstance(action, Send):
+                    self._send(conn, action.data)  # the welcome
             return True
         loop = asyncio.get_running_loop()
         self.batches.append(Received(conn.id, message.seq, message.readings, loop.time()))
         conn.batches += 1
-        conn.unacked[message.seq] = message.readings
+        (outcome,) = (a for a in actions if isinstance(a, Send | Deliver))
+        conn.unacked[message.seq] = outcome if isinstance(outcome, Deliver) else outcome.data
         self.max_unacked = max(self.max_unacked, len(conn.unacked))
         if len(conn.unacked) > self.window:
             self.window_violations += 1
         if message.seq in self.nack:
             retry = self.nack.pop(message.seq)
+            if isinstance(outcome, Deliver):
+                conn.session.abandoned(outcome)
             del conn.unacked[message.seq]
             self.nacked.append((message.seq, loop.time()))
-            self._send(conn, Nack(seq=message.seq, reason="told to", retry_after_ms=retry).encode())
+            nack = Nack(seq=message.seq, reason="told to", retry_after_ms=retry)
+            self._send(conn, encode_frame(nack.encode()))
         elif self.drop_after_batches is not None and conn.batches >= self.drop_after_batches:
             self.drop_after_batches = None
             return False
@@ -234,20 +241,14 @@ class FakeCollector:
         if conn.hold_timer is not None:
             conn.hold_timer.cancel()
             conn.hold_timer = None
-        context = validation_context()
-        for seq, readings in list(conn.unacked.items()):
+        for seq, outcome in list(conn.unacked.items()):
             del conn.unacked[seq]
-            accepted, rejected = validate_readings(readings, context)
-            ack = Ack(
-                seq=seq,
-                accepted=len(accepted),
-                rejected=[RejectedReading(index=r.index, errors=list(r.errors)) for r in rejected],
-            )
-            self._send(conn, ack.encode())
+            ack = outcome if isinstance(outcome, bytes) else conn.session.settled(outcome, [])
+            self._send(conn, ack)
             self.acked.append(seq)
             if self.goaway_after_acks is not None and len(self.acked) == self.goaway_after_acks:
                 self.goaways += 1
-                self._send(conn, Goaway(reason="draining").encode())
+                self._send(conn, conn.session.goaway("draining"))
         self._notify()
 
 
