@@ -28,7 +28,19 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from telemetry.protocol import FrameDecoder, encode_frame
+from telemetry.protocol import (
+    Ack,
+    Error,
+    FrameDecoder,
+    Goaway,
+    Hello,
+    Nack,
+    ProtocolError,
+    ServerMessage,
+    Welcome,
+    encode_frame,
+    parse_server_message,
+)
 
 #: Distinct readings in the pre-encoded pool (more when a batch is larger).
 POOL = 500
@@ -235,7 +247,9 @@ class Payloads:
 
 
 def batch_frame(payloads: Payloads, seq: int, count: int) -> bytes:
-    """A ``batch`` frame of the first ``count`` pool readings."""
+    """A ``batch`` frame of the first ``count`` pool readings: the pre-encoded readings
+    spliced into a :class:`~telemetry.protocol.Batch` (building the model per batch would
+    cost the load generator more than the collector it measures)."""
     payload = b'{"type":"batch","seq":%d,"readings":%s}' % (seq, payloads.array(count))
     return encode_frame(payload)
 
@@ -270,7 +284,7 @@ class _Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.window = 8
-        self._messages: list[dict[str, Any]] = []
+        self._messages: list[ServerMessage] = []
 
     async def open(self) -> None:
         try:
@@ -286,16 +300,13 @@ class _Connection:
         self.stats.bytes_sent += len(data)
 
     async def hello(self) -> None:
-        hello: dict[str, Any] = {"type": "hello", "agent": self.agent, "protocol": 1}
-        if self.opts.token is not None:
-            hello["token"] = self.opts.token
-        self._write(encode_frame(json.dumps(hello).encode()))
+        self._write(encode_frame(Hello(agent=self.agent, token=self.opts.token).encode()))
         welcome = await self._next_message()
-        if welcome.get("type") != "welcome":
+        if not isinstance(welcome, Welcome):
             raise BenchError(f"{self.agent}: expected welcome, got {_describe(welcome)}")
-        self.window = min(int(welcome.get("window", 8)), self.opts.window or 1 << 30)
+        self.window = min(welcome.window, self.opts.window or 1 << 30)
 
-    async def _next_message(self) -> dict[str, Any]:
+    async def _next_message(self) -> ServerMessage:
         assert self.reader is not None
         while not self._messages:
             try:
@@ -307,7 +318,10 @@ class _Connection:
                 ) from None
             if not data:
                 raise BenchError(f"{self.agent}: the collector closed the connection")
-            self._messages.extend(json.loads(p) for p in self.decoder.feed(data) if p)
+            try:
+                self._messages.extend(parse_server_message(p) for p in self.decoder.feed(data) if p)
+            except ProtocolError as exc:
+                raise BenchError(f"{self.agent}: {exc.code} from the collector: {exc}") from None
         return self._messages.pop(0)
 
     def close(self) -> None:
@@ -345,7 +359,7 @@ class _Connection:
         self._write(batch_frame(self.payloads, 0, 1))
         self.stats.markers = 1
         ack = await self._next_message()
-        if ack.get("type") != "ack":
+        if not isinstance(ack, Ack):
             raise BenchError(f"{self.agent}: marker batch got {_describe(ack)}")
         self.stats.finished_at = time.perf_counter()
         self.stats.drain = self.stats.finished_at - last_frame
@@ -382,21 +396,19 @@ class _Connection:
             try:
                 while not all_acked.is_set():
                     message = await self._next_message()
-                    kind = message.get("type")
-                    if kind == "ack":
-                        entry = inflight.pop(int(message["seq"]), None)
+                    if isinstance(message, Ack):
+                        entry = inflight.pop(message.seq, None)
                         if entry is None:
                             continue
                         self.stats.latencies.append(time.perf_counter() - entry[2])
-                        self.stats.accepted += int(message.get("accepted", 0))
-                        self.stats.rejected += len(message.get("rejected", []))
+                        self.stats.accepted += message.accepted
+                        self.stats.rejected += len(message.rejected)
                         slots.release()
                         settle()
-                    elif kind == "nack":
+                    elif isinstance(message, Nack):
                         self.stats.nacks += 1
-                        seq = int(message["seq"])
-                        delay = int(message.get("retry_after_ms", 1000)) / 1000
-                        loop.call_later(delay, self._resend, inflight, seq)
+                        delay = message.retry_after_ms / 1000
+                        loop.call_later(delay, self._resend, inflight, message.seq)
                     else:  # goaway or error: this bench cannot go on
                         raise BenchError(f"{self.agent}: collector sent {_describe(message)}")
             except BaseException as exc:
@@ -452,11 +464,12 @@ class _Connection:
             self._write(entry[0])
 
 
-def _describe(message: dict[str, Any]) -> str:
-    kind = message.get("type")
-    detail = message.get("detail") or message.get("reason") or ""
-    code = message.get("code")
-    return " ".join(str(part) for part in (kind, code, detail) if part)
+def _describe(message: ServerMessage) -> str:
+    if isinstance(message, Error):
+        return f"error {message.code} {message.detail}".strip()
+    if isinstance(message, Goaway | Nack):
+        return f"{message.type} {message.reason}"
+    return message.type
 
 
 # --- the run ---------------------------------------------------------------------------------
