@@ -33,6 +33,12 @@ log = get_logger("telemetry.connection")
 READ_SIZE = 256 * 1024
 #: Seconds a closing connection keeps discarding input so that its last replies arrive.
 CLOSE_LINGER = 2.0
+#: Frames handed to the session at a time, and seconds of work after which the connection
+#: lets the other connections run: a client sending at full speed gets a bounded share.
+SLICE_FRAMES = 256
+WORK_SLICE = 0.002
+#: Seconds a started frame may take to arrive whole (a slow-loris sender is cut off).
+FRAME_TIMEOUT = 30.0
 
 
 class Connection:
@@ -112,13 +118,21 @@ class Connection:
         idle = self.config.idle_timeout
         loop = asyncio.get_running_loop()
         idle_deadline = loop.time() + idle  # moved on by every complete frame, heartbeats too
+        frame_deadline: float | None = None  # while a frame has started to arrive
         while not self._draining:
             self._reading = True
+            deadline = (
+                idle_deadline if frame_deadline is None else min(idle_deadline, frame_deadline)
+            )
             try:
-                async with asyncio.timeout_at(idle_deadline):
+                async with asyncio.timeout_at(deadline):
                     data = await self.reader.read(READ_SIZE)
             except TimeoutError:
-                await self._fatal(IdleTimeout(f"no frame for {idle:g} s"))
+                if deadline == frame_deadline:
+                    detail = f"a frame took more than {FRAME_TIMEOUT:g} s to arrive"
+                else:
+                    detail = f"no frame for {idle:g} s"
+                await self._fatal(IdleTimeout(detail))
                 return IdleTimeout.code
             finally:
                 self._reading = False
@@ -135,9 +149,15 @@ class Connection:
             except ProtocolError as exc:
                 await self._handle_frames(exc.frames)
                 raise
+            if not self.decoder.in_frame:
+                frame_deadline = None
+            elif frames or frame_deadline is None:
+                frame_deadline = loop.time() + FRAME_TIMEOUT
             if frames:
                 idle_deadline = loop.time() + idle
                 await self._handle_frames(frames)
+            # A read may return at once, with no wait: let the other connections run.
+            await asyncio.sleep(0)
         return "drained"
 
     def drain(self, reason: str = "draining") -> None:
@@ -181,15 +201,21 @@ class Connection:
     # --- the session's actions --------------------------------------------------------------
 
     async def _handle_frames(self, frames: list[bytes]) -> None:
-        for action in self.session.receive(frames):
-            if isinstance(action, Send):
-                self._send(action.data)
-            elif isinstance(action, Queue):
-                await self.pipeline.submit_fire_and_forget(action.records)
-            elif isinstance(action, Deliver):
-                await self._deliver(action)
-            elif isinstance(action, DeadLetters):
-                self.pipeline.dead_letter(action.letters)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for start in range(0, len(frames), SLICE_FRAMES):
+            for action in self.session.receive(frames[start : start + SLICE_FRAMES]):
+                if isinstance(action, Send):
+                    self._send(action.data)
+                elif isinstance(action, Queue):
+                    await self.pipeline.submit_fire_and_forget(action.records)
+                elif isinstance(action, Deliver):
+                    await self._deliver(action)
+                elif isinstance(action, DeadLetters):
+                    self.pipeline.dead_letter(action.letters)
+            if loop.time() - started >= WORK_SLICE:
+                await asyncio.sleep(0)
+                started = loop.time()
 
     async def _deliver(self, deliver: Deliver) -> None:
         """Hand a batch's records to the pipeline; a task acks when the sinks have them."""

@@ -158,6 +158,52 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: Most rejections one ``ack`` lists; it counts the rest in ``rejected_unlisted``.
+MAX_ACK_REJECTIONS = 100
+#: Seconds between two rejection log events of one connection (the first is logged whole).
+REJECTION_LOG_INTERVAL = 10.0
+
+
+class RejectionLog:
+    """Rejections of one connection, logged at a bounded rate.
+
+    The first rejection of an interval is logged whole (``reading_rejected``); the next ones
+    are counted and summed up in one ``readings_rejected`` event (how many, the last one's
+    fields) at the first rejection after the interval, or at :meth:`flush` when the connection
+    closes. A client sending garbage at full speed costs a log line per interval, not one per
+    reading.
+    """
+
+    def __init__(self, clock: Callable[[], datetime], interval: float) -> None:
+        self._clock = clock
+        self._interval = timedelta(seconds=interval)
+        self._opened: datetime | None = None
+        self._held = 0
+        self._last: dict[str, Any] = {}
+
+    def rejected(self, event: str, **fields: Any) -> None:
+        now = self._clock()
+        if self._opened is not None and now - self._opened < self._interval:
+            self._held += 1
+            self._last = {"event": event, **fields}
+            return
+        self.flush()
+        self._opened = now
+        log.warning(event, **fields)
+
+    def flush(self) -> None:
+        """Log what is held, if anything."""
+        if self._held:
+            log.warning("readings_rejected", count=self._held, last=self._last)
+            self._held = 0
+
+
+def _sensor(raw: Any) -> str | None:
+    """The sensor a rejected reading names, if any (for the log; cut to the protocol limit)."""
+    sensor = raw.get("sensor") if isinstance(raw, dict) else None
+    return sensor[:256] if isinstance(sensor, str) else None
+
+
 class Session:
     """The protocol rules of one connection; see the module docstring."""
 
@@ -188,6 +234,7 @@ class Session:
         self._dead_letter_max_bytes = dead_letter_max_bytes
         self._clock = clock
         self._skew = timedelta(seconds=config.max_clock_skew)
+        self._log = RejectionLog(clock, REJECTION_LOG_INTERVAL)
 
     @property
     def who(self) -> str:
@@ -226,7 +273,7 @@ class Session:
             yield from self._exact(payload)
 
     def _exact(self, payload: bytes) -> Iterator[Action]:
-        message = classify(payload, hello_done=self.agent is not None)
+        message = classify(payload)
         if isinstance(message, BrokenReading):
             self.ledger.fire_and_forget_received += 1
             yield from self._reject_fire_and_forget(message.payload, message.errors, message.kinds)
@@ -279,7 +326,9 @@ class Session:
     ) -> Iterator[Action]:
         self.ledger.fire_and_forget_rejected += 1
         self.events.rejected(self.who, errors, kinds)
-        log.warning("reading_rejected", errors=list(errors), fire_and_forget=True)
+        self._log.rejected(
+            "reading_rejected", sensor=_sensor(raw), errors=list(errors), fire_and_forget=True
+        )
         letters = self._letters([(raw, errors, None)])
         if letters is not None:
             yield letters
@@ -333,10 +382,11 @@ class Session:
         self.events.batch()
         for rejection in rejected:
             self.events.rejected(agent, rejection.errors, rejection.kinds)
-            log.warning(
+            self._log.rejected(
                 "reading_rejected",
                 seq=batch.seq,
                 index=rejection.index,
+                sensor=_sensor(batch.readings[rejection.index]),
                 errors=list(rejection.errors),
             )
         if rejected:
@@ -394,29 +444,39 @@ class Session:
         refused: dict[int, Rejection] = {}
         if not any(refusals_by_sink):
             return refused
-        position = {
+        index_of = {
             id(record): index
             for record, index in zip(deliver.records, deliver.indexes, strict=True)
         }
+        sensors: dict[int, str] = {}
         for refusals in refusals_by_sink:
             for record, reason in refusals:
-                index = position[id(record)]
+                index = index_of[id(record)]
+                sensors[index] = record.sensor
                 previous = refused.get(index)
                 errors = (*previous.errors, reason) if previous else (reason,)
                 refused[index] = Rejection(index, errors, ("sink_refused",))
         for rejection in refused.values():
             self.events.sink_refused()
-            log.warning("reading_refused", index=rejection.index, errors=list(rejection.errors))
+            self._log.rejected(
+                "reading_refused",
+                seq=deliver.seq,
+                index=rejection.index,
+                sensor=sensors[rejection.index],
+                errors=list(rejection.errors),
+            )
         return refused
 
     # --- messages out -----------------------------------------------------------------------
 
     def _ack(self, seq: int, accepted: int, rejected: list[Rejection]) -> bytes:
         self.events.ack()
+        listed = rejected[:MAX_ACK_REJECTIONS]
         ack = Ack(
             seq=seq,
             accepted=accepted,
-            rejected=[RejectedReading(index=r.index, errors=list(r.errors)) for r in rejected],
+            rejected=[RejectedReading(index=r.index, errors=list(r.errors)) for r in listed],
+            rejected_unlisted=len(rejected) - len(listed) or None,
         )
         return encode_frame(ack.encode())
 
@@ -437,6 +497,7 @@ class Session:
 
     def closed(self) -> None:
         """The connection is gone."""
+        self._log.flush()
         if self.agent is not None:
             self.events.agent_disconnected()
 

@@ -152,8 +152,8 @@ def reading_record(reading: Reading, agent: str, reading_id: str | None, now: da
 
 # --- the exact path -------------------------------------------------------------------------
 
-#: A malformed payload that claims to be a control message is fatal before ``hello``; one
-#: that is just a broken reading only skips that frame.
+#: A malformed payload that claims to be a control message (``hello``, ``batch``) is fatal
+#: (``bad_json``); one that is just a broken reading only skips that frame.
 _CONTROL = re.compile(rb'"type"\s*:\s*"(?:hello|batch)"')
 
 
@@ -166,18 +166,18 @@ class BrokenReading:
     kinds: tuple[str, ...] = ("bad_json",)
 
 
-def classify(payload: bytes, *, hello_done: bool) -> Hello | Batch | dict[str, Any] | BrokenReading:
+def classify(payload: bytes) -> Hello | Batch | dict[str, Any] | BrokenReading:
     """What a frame the fast path did not take is: a ``hello``, a ``batch``, a bare reading
     (unvalidated) or a broken one.
 
     Raises a :class:`~telemetry.protocol.ProtocolError` for what ends the connection: a payload
-    that is not an object, an unknown ``type``, an invalid ``hello`` or ``batch``, and, before
-    ``hello``, malformed JSON that claims to be a control message.
+    that is not an object, an unknown ``type``, an invalid ``hello`` or ``batch``, and
+    malformed JSON that claims to be a control message.
     """
     try:
         obj = decode_json(payload)
     except BadJson as exc:
-        if not hello_done and _CONTROL.search(payload):
+        if _CONTROL.search(payload):
             raise
         return BrokenReading(payload, ("payload: " + exc.detail,))
     return parse_client_message(obj)

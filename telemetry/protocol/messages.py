@@ -100,7 +100,15 @@ class Ack(_Message):
     type: Literal["ack"] = "ack"
     seq: int
     accepted: int
+    #: The rejected readings, at most the collector's ``max_ack_rejections`` of them.
     rejected: list[RejectedReading] = Field(default_factory=list)
+    #: How many more were rejected than ``rejected`` lists (absent: none).
+    rejected_unlisted: int | None = None
+
+    @property
+    def rejected_count(self) -> int:
+        """Every rejected reading of the batch, listed or not."""
+        return len(self.rejected) + (self.rejected_unlisted or 0)
 
 
 class Nack(_Message):

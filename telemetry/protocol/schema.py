@@ -78,10 +78,10 @@ class Text:
 # --- the table ------------------------------------------------------------------------------
 
 SENSOR = Text(256, min_length=1, no_control=True)
-METRIC = Text(128)
-UNIT = Text(32)
-TAG_KEY = Text(64, min_length=1)
-TAG_VALUE = Text(256)
+METRIC = Text(128, no_control=True)
+UNIT = Text(32, no_control=True)
+TAG_KEY = Text(64, min_length=1, no_control=True)
+TAG_VALUE = Text(256, no_control=True)
 #: An agent id (``hello``), which becomes part of every reading id.
 AGENT_ID = Text(128, min_length=1, no_control=True)
 

@@ -138,6 +138,17 @@ async def test_fatal_errors_close_only_that_connection(start_collector, data, co
     assert sink.ids == ["steady:0:0", "steady:1:0", "steady:2:0"]
 
 
+async def test_a_malformed_batch_after_hello_is_bad_json(start_collector):
+    """A broken batch after hello gets bad_json and a close, as documented; not silence."""
+    collector = await start_collector(sinks=[RecordingSink()])
+    client = await WireClient.connect(collector.ingest_port)
+    await client.hello("p")
+    await client.send_raw(frame(b'{"type": "batch", "seq": 1, "readings": [{"sensor": '))
+    error = await client.recv(wait=1.0)
+    assert (error["type"], error["code"]) == ("error", "bad_json")
+    assert await client.closed(wait=1.0)
+
+
 async def test_frames_before_a_broken_header_are_delivered(start_collector):
     """Readings that precede a broken header in the same read are not lost."""
     sink = RecordingSink()

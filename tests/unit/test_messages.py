@@ -170,6 +170,10 @@ def test_timestamp_exactly_at_the_skew_limit_is_accepted() -> None:
         pytest.param(reading(sensor="soil\x00"), "sensor", "control", id="sensor-nul"),
         pytest.param(reading(sensor="soil\x7f"), "sensor", "control", id="sensor-del"),
         pytest.param(reading(sensor=3), "sensor", "string", id="sensor-number"),
+        pytest.param(reading(unit="%\x1b[2J"), "unit", "control", id="unit-escape"),
+        pytest.param(reading(metric="m\r"), "metric", "control", id="metric-cr"),
+        pytest.param(reading(tags={"k\x07": "v"}), "tags", "control", id="tag-key-bel"),
+        pytest.param(reading(tags={"k": "v\x9b"}), "tags.k", "control", id="tag-value-csi"),
         pytest.param(reading(metric="m" * 129), "metric", "at most 128", id="metric-129"),
         pytest.param(reading(unit="u" * 33), "unit", "at most 32", id="unit-33"),
         pytest.param(
