@@ -616,3 +616,21 @@ async def test_health_answers_while_a_sink_is_still_starting(tmp_path):
         sink.release.set()
         await asyncio.wait_for(starting, timeout(5))
         await collector.shutdown()
+
+
+async def test_a_frame_that_trickles_in_is_cut_off(start_collector, monkeypatch):
+    """A started frame that does not arrive whole within the frame deadline ends the
+    connection with an error, even while bytes keep coming (slow loris)."""
+    monkeypatch.setattr("telemetry.collector.connection.FRAME_TIMEOUT", 0.5)
+    collector = await start_collector(sinks=[RecordingSink()])
+    client = await WireClient.connect(collector.ingest_port)
+    payload = frame({"sensor": "slow", "value": 1})
+    for byte in payload[:-1]:
+        await client.send_raw(bytes([byte]))
+        if client.reader.at_eof():
+            break
+        await asyncio.sleep(0.02)
+    error = await client.recv(wait=2.0)
+    assert (error["type"], error["code"]) == ("error", "idle_timeout")
+    assert "frame" in error["detail"]
+    assert await client.closed(wait=2.0)

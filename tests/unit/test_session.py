@@ -4,12 +4,21 @@ actions out, with no event loop and no socket."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import structlog.testing
 
-from telemetry.collector.session import DeadLetters, Deliver, Queue, Send, Session
+from telemetry.collector.session import (
+    MAX_ACK_REJECTIONS,
+    DeadLetters,
+    Deliver,
+    Queue,
+    RejectionLog,
+    Send,
+    Session,
+)
 from telemetry.config import IngestConfig
 from telemetry.protocol import (
     Ack,
@@ -217,4 +226,36 @@ def test_goaway_and_error_frames() -> None:
     assert replies(s.goaway("draining")) == [Goaway(reason="draining")]
     assert replies(s.fatal("bad_header", "no digits")) == [
         Error(code="bad_header", detail="no digits")
+    ]
+
+
+def test_an_ack_lists_at_most_max_ack_rejections_and_counts_the_rest() -> None:
+    """A batch of 10,000 bad readings gets a small ack: 100 listed, the rest counted."""
+    s = session()
+    hello(s)
+    bad = [{"value": i} for i in range(10_000)]
+    actions = list(s.receive([frame({"type": "batch", "seq": 9, "readings": bad})]))
+    sends = [a for a in actions if isinstance(a, Send)]
+    (ack,) = replies(sends[0].data)
+    assert isinstance(ack, Ack)
+    assert len(ack.rejected) == MAX_ACK_REJECTIONS
+    assert ack.rejected_unlisted == 10_000 - MAX_ACK_REJECTIONS
+    assert ack.rejected_count == 10_000
+    assert len(sends[0].data) < 20_000
+
+
+def test_rejections_are_logged_once_then_summed_up() -> None:
+    """Within the interval the first rejection is logged whole and the rest in one summary."""
+    clock = [NOW]
+    log = RejectionLog(lambda: clock[0], interval=10)
+    with structlog.testing.capture_logs() as captured:
+        for n in range(500):
+            log.rejected("reading_rejected", index=n)
+        log.flush()
+        clock[0] = NOW + timedelta(seconds=11)
+        log.rejected("reading_rejected", index=500)
+    assert [(e["event"], e.get("index"), e.get("count")) for e in captured] == [
+        ("reading_rejected", 0, None),
+        ("readings_rejected", None, 499),
+        ("reading_rejected", 500, None),
     ]
