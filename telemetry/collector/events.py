@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from telemetry.collector.agents import AgentSessions
 from telemetry.collector.live import LiveView
 from telemetry.collector.metrics import Metrics
 from telemetry.sinks.base import Record
@@ -12,12 +13,15 @@ from telemetry.sinks.base import Record
 class ConnectionEvents:
     """The :class:`~telemetry.collector.session.SessionEvents` of one connection."""
 
-    __slots__ = ("conn_id", "live", "metrics")
+    __slots__ = ("agents", "conn_id", "live", "metrics")
 
-    def __init__(self, metrics: Metrics, live: LiveView, conn_id: int) -> None:
+    def __init__(
+        self, metrics: Metrics, live: LiveView, conn_id: int, agents: AgentSessions | None = None
+    ) -> None:
         self.metrics = metrics
         self.live = live
         self.conn_id = conn_id
+        self.agents = agents
 
     def bytes_received(self, count: int) -> None:
         self.metrics.bytes.inc(count)
@@ -54,7 +58,11 @@ class ConnectionEvents:
     def agent_connected(self, agent: str, peer: str) -> None:
         self.metrics.agents_connected.inc()
         self.live.agent_connected(self.conn_id, agent, peer)
+        if self.agents is not None:
+            self.agents.claim(agent, self.conn_id, peer)
 
-    def agent_disconnected(self) -> None:
+    def agent_disconnected(self, agent: str) -> None:
         self.metrics.agents_connected.dec()
         self.live.agent_disconnected(self.conn_id)
+        if self.agents is not None:
+            self.agents.release(agent, self.conn_id)

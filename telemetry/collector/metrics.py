@@ -85,6 +85,11 @@ class Metrics:
             ["sink", "kind"],
             registry=r,
         )
+        self.takeovers = Counter(
+            "telemetry_session_takeovers",
+            "Hellos for an agent id that another connection held (the older one is replaced).",
+            registry=r,
+        )
         self.open_connections = Gauge("telemetry_open_connections", "Open connections.", registry=r)
         self.agents_connected = Gauge(
             "telemetry_agents_connected", "Connections that said hello.", registry=r

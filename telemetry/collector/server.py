@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from prometheus_client.core import GaugeMetricFamily
 
+from telemetry.collector.agents import AgentSessions
 from telemetry.collector.connection import Connection
 from telemetry.collector.events import ConnectionEvents
 from telemetry.collector.handoff import Receiver
@@ -70,6 +71,7 @@ class Collector:
         )
         self.state: State = "starting"
         self.connections: dict[int, Connection] = {}
+        self.agents = AgentSessions(self._drain_connection, self.metrics.takeovers.inc)
         self.http = HttpServer(self)
         self.ingest_port: int | None = None
         self._server: asyncio.Server | None = None
@@ -298,11 +300,16 @@ class Collector:
             self._tasks.discard(task)
             self.metrics.open_connections.dec()
 
+    def _drain_connection(self, conn_id: int, reason: str) -> None:
+        conn = self.connections.get(conn_id)
+        if conn is not None:
+            conn.drain(reason)
+
     def _connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int
     ) -> Connection:
         """A connection with its session, wired to this collector's pipeline and books."""
-        events = ConnectionEvents(self.metrics, self.live, conn_id)
+        events = ConnectionEvents(self.metrics, self.live, conn_id, self.agents)
         session = Session(
             self.config.ingest,
             collector_id=self.config.collector.id,

@@ -79,7 +79,7 @@ class SessionEvents(Protocol):
     def sink_refused(self) -> None: ...
     def connection_error(self, code: str) -> None: ...
     def agent_connected(self, agent: str, peer: str) -> None: ...
-    def agent_disconnected(self) -> None: ...
+    def agent_disconnected(self, agent: str) -> None: ...
 
 
 class NoEvents:
@@ -112,7 +112,7 @@ class NoEvents:
     def agent_connected(self, agent: str, peer: str) -> None:
         pass
 
-    def agent_disconnected(self) -> None:
+    def agent_disconnected(self, agent: str) -> None:
         pass
 
 
@@ -499,7 +499,7 @@ class Session:
         """The connection is gone."""
         self._log.flush()
         if self.agent is not None:
-            self.events.agent_disconnected()
+            self.events.agent_disconnected(self.agent)
 
     # --- dead letters -----------------------------------------------------------------------
 

@@ -634,3 +634,24 @@ async def test_a_frame_that_trickles_in_is_cut_off(start_collector, monkeypatch)
     assert (error["type"], error["code"]) == ("error", "idle_timeout")
     assert "frame" in error["detail"]
     assert await client.closed(wait=2.0)
+
+
+async def test_a_second_session_for_an_agent_id_replaces_the_first(start_collector):
+    """A hello for a connected agent id takes over: the older connection gets goaway
+    'replaced' after its in-flight acks, closes, and the takeover is counted."""
+    sink = RecordingSink()
+    collector = await start_collector(sinks=[sink])
+    first = await WireClient.connect(collector.ingest_port)
+    await first.hello("p")
+    await first.send({"type": "batch", "seq": 0, "readings": [{"sensor": "s", "value": 1}]})
+    assert (await first.recv())["type"] == "ack"
+    second = await WireClient.connect(collector.ingest_port)
+    assert (await second.hello("p"))["type"] == "welcome"
+    goaway = await first.recv(wait=2.0)
+    assert (goaway["type"], goaway["reason"]) == ("goaway", "replaced")
+    assert await first.closed(wait=3.0)
+    await second.send({"type": "batch", "seq": 1, "readings": [{"sensor": "s", "value": 2}]})
+    assert (await second.recv())["accepted"] == 1
+    assert collector.metrics.value("telemetry_session_takeovers_total") == 1
+    assert collector.agents.holder("p") is not None
+    await second.close()
