@@ -61,8 +61,10 @@ class ConnectionEvents:
         if self.agents is not None:
             self.agents.claim(agent, self.conn_id, peer)
 
-    def agent_disconnected(self, agent: str) -> None:
-        self.metrics.agents_connected.dec()
+    def closed(self, agent: str | None) -> None:
+        # A fire-and-forget peer is shown live too while it is connected: forget it as well.
         self.live.agent_disconnected(self.conn_id)
-        if self.agents is not None:
-            self.agents.release(agent, self.conn_id)
+        if agent is not None:
+            self.metrics.agents_connected.dec()
+            if self.agents is not None:
+                self.agents.release(agent, self.conn_id)

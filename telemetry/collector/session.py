@@ -24,14 +24,14 @@ lives in :mod:`telemetry.collector.validation`.
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from telemetry.collector.auth import Authorizer, Credential, token_digest
 from telemetry.collector.ledger import Ledger
 from telemetry.collector.validation import (
     CONTROL_KEY,
@@ -79,7 +79,7 @@ class SessionEvents(Protocol):
     def sink_refused(self) -> None: ...
     def connection_error(self, code: str) -> None: ...
     def agent_connected(self, agent: str, peer: str) -> None: ...
-    def agent_disconnected(self, agent: str) -> None: ...
+    def closed(self, agent: str | None) -> None: ...
 
 
 class NoEvents:
@@ -112,7 +112,7 @@ class NoEvents:
     def agent_connected(self, agent: str, peer: str) -> None:
         pass
 
-    def agent_disconnected(self, agent: str) -> None:
+    def closed(self, agent: str | None) -> None:
         pass
 
 
@@ -219,12 +219,25 @@ class Session:
         dead_letters: bool = False,
         dead_letter_max_bytes: int = 4096,
         clock: Callable[[], datetime] = _utcnow,
+        auth: Authorizer | None = None,
+        certificate_names: Sequence[str] = (),
     ) -> None:
         """``would_wait(count)``: would the sinks make a batch of ``count`` readings wait (for
-        ``on_full = "nack"``). ``dead_letters``: is there a dead-letter sink to feed."""
+        ``on_full = "nack"``). ``dead_letters``: is there a dead-letter sink to feed.
+        ``auth``: who may speak for which agent id (default: the config's ``tokens``);
+        ``certificate_names``: the names of the client's verified TLS certificate."""
         self.config = config
         self.collector_id = collector_id
         self.peer = peer
+        #: Who sends readings without a ``hello``: the peer's host (its port changes with
+        #: every connection, the host does not).
+        self.host = peer.rsplit(":", 1)[0] if ":" in peer else peer
+        self.auth = (
+            auth
+            if auth is not None
+            else Authorizer([Credential(token_digest(token)) for token in config.tokens])
+        )
+        self.certificate_names = tuple(certificate_names)
         self.ledger = ledger if ledger is not None else Ledger()
         self.events: SessionEvents = events if events is not None else NoEvents()
         #: The agent id of the ``hello``; ``None`` before it.
@@ -238,8 +251,8 @@ class Session:
 
     @property
     def who(self) -> str:
-        """The agent id, or the peer's address before a ``hello``."""
-        return self.agent or self.peer
+        """The agent id, or the peer's host before a ``hello``."""
+        return self.agent or self.host
 
     @property
     def window(self) -> int:
@@ -253,6 +266,8 @@ class Session:
         connection; the actions before it are still to be carried out."""
         self.events.frames(len(frames))
         index, count = 0, len(frames)
+        if self.agent is None and not self.auth.anonymous:
+            index = yield from self._before_hello(frames)
         while index < count:
             # The fast path: clean input validated natively, one call per frame.
             now = self._clock()
@@ -271,6 +286,20 @@ class Session:
                     continue
             # The exact path: anything else, with the precise reasons.
             yield from self._exact(payload)
+
+    def _before_hello(self, frames: list[bytes]) -> Generator[Action, None, int]:
+        """With auth on, a connection's first frame (heartbeats aside) must be a ``hello``
+        that passes: anything else is refused before it is looked at as a reading. Returns
+        the index of the first frame after the ``hello`` (``len(frames)``: none came yet)."""
+        for index, payload in enumerate(frames):
+            if not payload:
+                continue  # heartbeat
+            message = classify(payload)
+            if not isinstance(message, Hello):
+                raise Unauthorized("send a hello with a credential first")
+            yield self._hello(message)
+            return index + 1
+        return len(frames)
 
     def _exact(self, payload: bytes) -> Iterator[Action]:
         message = classify(payload)
@@ -292,11 +321,7 @@ class Session:
                 f"protocol {hello.protocol} is not supported; this collector speaks "
                 f"{PROTOCOL_VERSION}"
             )
-        tokens = self.config.tokens
-        if tokens and not any(
-            hmac.compare_digest((hello.token or "").encode(), t.encode()) for t in tokens
-        ):
-            raise Unauthorized("hello token missing or not accepted")
+        self.auth.check(hello.agent, hello.token, self.certificate_names)
         self.agent = hello.agent
         structlog.contextvars.bind_contextvars(agent=hello.agent)
         self.events.agent_connected(hello.agent, self.peer)
@@ -498,8 +523,7 @@ class Session:
     def closed(self) -> None:
         """The connection is gone."""
         self._log.flush()
-        if self.agent is not None:
-            self.events.agent_disconnected(self.agent)
+        self.events.closed(self.agent)
 
     # --- dead letters -----------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ async def test_tutorial_sender_readings_land_once_with_fields_intact(start_colle
     assert first["ts"] == "2026-11-27T06:15:02.123000Z"
     assert json.loads(first["tags"]) == {"site": "nörth"}
     assert first["id"] is None
-    assert first["agent"].startswith("127.0.0.1:")
+    assert first["agent"] == "127.0.0.1"  # no hello: the host
 
 
 async def test_batch_with_bad_readings_is_acked_with_exactly_those_rejected(
@@ -579,7 +579,7 @@ async def test_fast_and_exact_paths_keep_the_order_of_one_read(start_collector):
         "loose-3",
     ]
     assert [r.id for r in sink.records if r.id] == ["mixed:0:0", "mixed:0:1", "mixed:1:0"]
-    assert sink.records[0].agent.startswith("127.0.0.1:")  # before the hello: the peer
+    assert sink.records[0].agent == "127.0.0.1"  # before the hello: the host
     assert sink.records[-1].agent == "mixed"
     ledger = collector.ledger
     assert (ledger.fire_and_forget_received, ledger.fire_and_forget_rejected) == (5, 2)
@@ -655,3 +655,34 @@ async def test_a_second_session_for_an_agent_id_replaces_the_first(start_collect
     assert collector.metrics.value("telemetry_session_takeovers_total") == 1
     assert collector.agents.holder("p") is not None
     await second.close()
+
+
+async def test_with_tokens_fire_and_forget_without_hello_is_refused(start_collector, tmp_path):
+    """printf | nc with no hello and no token stores nothing once tokens are set."""
+    sink = RecordingSink()
+    collector = await start_collector(sinks=[sink], ingest={"tokens": ["real"]})
+    client = await WireClient.connect(collector.ingest_port)
+    await client.send_raw(frame({"sensor": "sneaky", "value": 1}) * 3)
+    error = await client.recv(wait=2.0)
+    assert (error["type"], error["code"]) == ("error", "unauthorized")
+    assert await client.closed(wait=2.0)
+    agent = await WireClient.connect(collector.ingest_port)
+    assert (await agent.hello("a", token="real"))["type"] == "welcome"
+    await agent.send({"type": "batch", "seq": 0, "readings": [{"sensor": "ok", "value": 2}]})
+    assert (await agent.recv())["accepted"] == 1
+    assert [r.sensor for r in sink.records] == ["ok"]
+
+
+async def test_connection_churn_leaves_no_live_state_behind(start_collector):
+    """Connect, send one reading, close, a hundred times: the live view forgets each peer."""
+    collector = await start_collector(sinks=[RecordingSink()])
+    for n in range(100):
+        client = await WireClient.connect(collector.ingest_port)
+        await client.send_raw(frame({"sensor": f"c{n % 5}", "value": n}))
+        await client.close()
+    for _ in range(100):
+        if not collector.connections:
+            break
+        await asyncio.sleep(0.05)
+    assert collector.connections == {}
+    assert collector.live.agents == {}

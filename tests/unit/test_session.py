@@ -210,7 +210,7 @@ def test_fire_and_forget_readings_are_queued_and_broken_ones_dead_lettered() -> 
     assert kinds == [Queue, DeadLetters, Queue]
     first = actions[0]
     assert isinstance(first, Queue)
-    assert [(r.agent, r.id) for r in first.records] == [("10.0.0.9:4000", None)] * 2
+    assert [(r.agent, r.id) for r in first.records] == [("10.0.0.9", None)] * 2
     assert (s.ledger.fire_and_forget_received, s.ledger.fire_and_forget_rejected) == (4, 1)
 
 
@@ -259,3 +259,29 @@ def test_rejections_are_logged_once_then_summed_up() -> None:
         ("readings_rejected", None, 499),
         ("reading_rejected", 500, None),
     ]
+
+
+def test_with_auth_on_nothing_but_a_hello_is_taken_before_hello() -> None:
+    """With tokens set, a fire-and-forget reading before hello ends the connection."""
+    s = session(tokens=["real"])
+    with pytest.raises(Unauthorized):
+        list(s.receive([b"", frame(reading(1))]))
+    assert s.ledger.fire_and_forget_received == 0
+
+
+def test_with_auth_on_readings_after_the_hello_in_one_read_are_taken() -> None:
+    """A hello and readings in one read: the hello passes first, then the readings count."""
+    s = session(tokens=["real"])
+    hello_frame = frame({"type": "hello", "agent": "a1", "token": "real"})
+    actions = list(s.receive([hello_frame, frame(reading(1))]))
+    assert [type(a) for a in actions] == [Send, Queue]
+    queued = actions[1]
+    assert isinstance(queued, Queue)
+    assert queued.records[0].agent == "a1"
+
+
+def test_anonymous_readings_carry_the_host_not_the_port() -> None:
+    """Without a hello, readings are stored under the sender's host."""
+    (queued,) = session().receive([frame(reading(1))])
+    assert isinstance(queued, Queue)
+    assert queued.records[0].agent == "10.0.0.9"
