@@ -35,10 +35,13 @@ READ_SIZE = 256 * 1024
 CLOSE_LINGER = 2.0
 #: Frames handed to the session at a time, and seconds of work after which the connection
 #: lets the other connections run: a client sending at full speed gets a bounded share.
-SLICE_FRAMES = 256
-WORK_SLICE = 0.002
+SLICE_FRAMES = 64
+WORK_SLICE = 0.001
 #: Seconds a started frame may take to arrive whole (a slow-loris sender is cut off).
 FRAME_TIMEOUT = 30.0
+#: Bytes of replies waiting for a peer that reads slowly before the connection stops reading
+#: from it; if it takes nothing for ``idle_timeout`` seconds, the connection is closed.
+WRITE_HIGH_WATER = 256 * 1024
 
 
 class Connection:
@@ -213,9 +216,26 @@ class Connection:
                     await self._deliver(action)
                 elif isinstance(action, DeadLetters):
                     self.pipeline.dead_letter(action.letters)
+                elif loop.time() - started >= WORK_SLICE:  # a Pause
+                    await asyncio.sleep(0)
+                    started = loop.time()
+            if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+                await self._wait_for_reader()
             if loop.time() - started >= WORK_SLICE:
                 await asyncio.sleep(0)
                 started = loop.time()
+
+    async def _wait_for_reader(self) -> None:
+        """Stop reading until the peer has taken our replies; close it if it never does."""
+        idle = self.config.idle_timeout
+        try:
+            async with asyncio.timeout(idle):
+                await self.writer.drain()
+        except TimeoutError:
+            log.warning(
+                "peer_not_reading", pending_bytes=self.writer.transport.get_write_buffer_size()
+            )
+            raise ConnectionError(f"the peer read none of our replies for {idle:g} s") from None
 
     async def _deliver(self, deliver: Deliver) -> None:
         """Hand a batch's records to the pipeline; a task acks when the sinks have them."""

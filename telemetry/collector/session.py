@@ -10,7 +10,9 @@ order:
 - :class:`Deliver`: a batch's valid records. Wait for a window slot, submit them, await the
   sinks, then report back with :meth:`Session.settled` (which returns the ``ack``),
   :meth:`Session.failed` (the ``nack``) or :meth:`Session.abandoned` (the connection went);
-- :class:`DeadLetters`: hand rejected readings to the dead-letter sinks.
+- :class:`DeadLetters`: hand rejected readings to the dead-letter sinks;
+- :class:`Pause`: a point in a long piece of work (a large batch on the exact path) where
+  the I/O may let other connections run.
 
 A :class:`~telemetry.protocol.ProtocolError` raised by :meth:`receive` ends the connection;
 :meth:`fatal` gives the ``error`` frame to send first.
@@ -151,13 +153,22 @@ class DeadLetters:
     letters: list[DeadLetter]
 
 
-Action = Send | Queue | Deliver | DeadLetters
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A point in a long piece of work where the I/O may let other connections run."""
+
+
+PAUSE = Pause()
+
+Action = Send | Queue | Deliver | DeadLetters | Pause
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: Readings of a batch validated on the exact path between two :class:`Pause` points.
+EXACT_CHUNK = 256
 #: Most rejections one ``ack`` lists; it counts the rest in ``rejected_unlisted``.
 MAX_ACK_REJECTIONS = 100
 #: Seconds between two rejection log events of one connection (the first is logged whole).
@@ -400,9 +411,16 @@ class Session:
         agent = self.who
         prefix = f"{agent}:{batch.seq}:"
         now = self._clock()
-        accepted, rejected = check_readings(
-            batch.readings, agent, prefix, now, self.config.max_clock_skew
-        )
+        accepted: list[tuple[int, Record]] = []
+        rejected: list[Rejection] = []
+        readings, skew = batch.readings, self.config.max_clock_skew
+        for start in range(0, len(readings), EXACT_CHUNK):
+            if start:
+                yield PAUSE
+            chunk = readings[start : start + EXACT_CHUNK]
+            good, bad = check_readings(chunk, agent, prefix, now, skew, offset=start)
+            accepted += good
+            rejected += bad
         self.ledger.rejected += len(rejected)
         self.events.batch()
         for rejection in rejected:

@@ -184,18 +184,28 @@ def classify(payload: bytes) -> Hello | Batch | dict[str, Any] | BrokenReading:
 
 
 def check_readings(
-    raws: Sequence[Any], agent: str, prefix: str | None, now: datetime, max_clock_skew: float
+    raws: Sequence[Any],
+    agent: str,
+    prefix: str | None,
+    now: datetime,
+    max_clock_skew: float,
+    offset: int = 0,
 ) -> tuple[list[tuple[int, Record]], list[Rejection]]:
     """Validate readings on the exact path: ``([(index, record)...], [rejection...])``.
 
     ``prefix`` (``"<agent>:<seq>:"``) makes each record's reading id; ``None`` for
-    fire-and-forget readings, which have none.
+    fire-and-forget readings, which have none. ``offset``: the index of ``raws[0]`` in its
+    batch, when a batch is checked a part at a time.
     """
     accepted, rejected = validate_readings(raws, validation_context(now, max_clock_skew))
+    if offset:
+        rejected = [Rejection(r.index + offset, r.errors, r.kinds) for r in rejected]
     return [
         (
-            index,
-            reading_record(reading, agent, None if prefix is None else f"{prefix}{index}", now),
+            index + offset,
+            reading_record(
+                reading, agent, None if prefix is None else f"{prefix}{index + offset}", now
+            ),
         )
         for index, reading in accepted
     ], rejected
