@@ -6,7 +6,6 @@ sends one batch and returns its ack.
 """
 
 from telemetry.agent.agent import Agent, Ledger
-from telemetry.agent.backoff import Backoff
 from telemetry.agent.batching import Batcher
 from telemetry.agent.connection import CollectorError
 from telemetry.agent.disk_spool import DiskSpool, SpoolError
@@ -22,6 +21,7 @@ from telemetry.agent.sources import (
     parse_line,
 )
 from telemetry.agent.spool import MemorySpool, Spool, SpooledBatch, open_spool
+from telemetry.backoff import Backoff
 
 __all__ = [
     "Agent",
