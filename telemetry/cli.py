@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import gc
 import json
@@ -11,9 +10,9 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import structlog
 from pydantic import ValidationError
@@ -28,20 +27,9 @@ from telemetry.config import (
     load_config,
 )
 from telemetry.log import configure_logging
-
-T = TypeVar("T")
+from telemetry.runtime import run_async
 
 EPILOG = "Environment variables TELEMETRY_<SECTION>__<KEY> override the config file."
-
-
-def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run ``main()`` on uvloop when it is installed, else on asyncio's default loop."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        return asyncio.run(main())
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main())
 
 
 def _fail(message: str, status: int = 1) -> int:
