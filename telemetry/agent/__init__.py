@@ -20,7 +20,8 @@ from telemetry.agent.sources import (
     build_source,
     parse_line,
 )
-from telemetry.agent.spool import MemorySpool, Spool, SpooledBatch, open_spool
+from telemetry.agent.spool import MemorySpool, Spool, SpooledBatch
+from telemetry.agent.spool_factory import open_spool
 from telemetry.backoff import Backoff
 
 __all__ = [
