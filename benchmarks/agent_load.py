@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 from telemetry.agent import Agent
-from telemetry.cli import run_async
 from telemetry.config import AgentSection
 from telemetry.log import configure_logging
+from telemetry.runtime import run_async
 
 TICK = 0.005
 

@@ -21,8 +21,8 @@ from typing import Any
 import psutil
 from common import collector, effective_workers, loadavg, machine, raise_nofile, verdict
 
-from telemetry.cli import run_async
 from telemetry.protocol import FrameDecoder, encode_frame
+from telemetry.runtime import run_async
 
 TARGET_MIB = 150
 CONCURRENCY = 256

@@ -27,8 +27,8 @@ from typing import Any
 from common import collector, effective_workers, loadavg, machine, verdict
 
 from telemetry.bench import BenchOptions, Payloads, encode_readings, run_bench
-from telemetry.cli import run_async
 from telemetry.collector.validation import BATCH_VALIDATOR, clean_batch
+from telemetry.runtime import run_async
 
 CONNECTIONS = (1, 4, 16)
 BATCH = 500

@@ -32,7 +32,7 @@ from typing import Any
 from common import PYTHON, free_port, loadavg, machine, tree_cpu, verdict, wait_port
 
 from telemetry.bench import BenchOptions, percentiles, run_bench
-from telemetry.cli import run_async
+from telemetry.runtime import run_async
 
 HERE = Path(__file__).resolve().parent
 AGENT_FLUSH = 0.05

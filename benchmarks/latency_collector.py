@@ -19,10 +19,10 @@ from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
 
-from telemetry.cli import run_async
 from telemetry.collector import Collector
 from telemetry.config import CollectorConfig
 from telemetry.log import configure_logging
+from telemetry.runtime import run_async
 from telemetry.sinks.base import Record
 
 _ts = attrgetter("ts")

@@ -43,7 +43,7 @@ from common import (
 from ingest import CONNECTIONS, HEADER, MODES, ROUNDS, best_of, format_row, measure, pool
 
 from telemetry.bench import Payloads
-from telemetry.cli import run_async
+from telemetry.runtime import run_async
 
 SYSLOG_PREFIX = b"<14>1 - - - - - - @cee:"
 TARGET_LOOSE = 1.0

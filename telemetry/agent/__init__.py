@@ -6,7 +6,6 @@ sends one batch and returns its ack.
 """
 
 from telemetry.agent.agent import Agent, Ledger
-from telemetry.agent.backoff import Backoff
 from telemetry.agent.batching import Batcher
 from telemetry.agent.connection import CollectorError
 from telemetry.agent.disk_spool import DiskSpool, SpoolError
@@ -21,7 +20,9 @@ from telemetry.agent.sources import (
     build_source,
     parse_line,
 )
-from telemetry.agent.spool import MemorySpool, Spool, SpooledBatch, open_spool
+from telemetry.agent.spool import MemorySpool, Spool, SpooledBatch
+from telemetry.agent.spool_factory import open_spool
+from telemetry.backoff import Backoff
 
 __all__ = [
     "Agent",

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from telemetry.agent.backoff import Backoff
 from telemetry.agent.connection import CollectorError, Connection, ConnectionClosed, remember
 from telemetry.agent.spool import BATCH_TOO_LARGE, Spool, SpooledBatch
+from telemetry.backoff import Backoff
 from telemetry.config import AgentSection
 from telemetry.log import get_logger
 from telemetry.protocol import (

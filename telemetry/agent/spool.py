@@ -16,8 +16,10 @@ The spool also keeps the reading ledger, updated with the state it describes:
 :class:`Spool` is the interface. :class:`MemorySpool` keeps everything in a dict and starts
 ``seq`` from the clock (:func:`restart_safe_seq`);
 :class:`~telemetry.agent.disk_spool.DiskSpool` keeps batches, ``next_seq`` and the ledger in
-a SQLite file, so they survive a restart, a crash and a long outage. :func:`open_spool` builds
-the one a :class:`~telemetry.config.SpoolConfig` asks for.
+a SQLite file, so they survive a restart, a crash and a long outage, and builds on what this
+module shares (:class:`SpooledBatch`, :class:`SpoolCounters`, :func:`log_dropped`); this
+module never imports it. :func:`~telemetry.agent.spool_factory.open_spool` builds the one a
+:class:`~telemetry.config.SpoolConfig` asks for.
 """
 
 from __future__ import annotations
@@ -30,16 +32,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pydantic_core import to_json
 
 from telemetry.log import get_logger
 from telemetry.protocol import encode_frame
 from telemetry.protocol.framing import HEADER_SIZE
-
-if TYPE_CHECKING:
-    from telemetry.config import SpoolConfig
 
 log = get_logger("telemetry.agent.spool")
 
@@ -179,15 +178,6 @@ class Spool(Protocol):
     def close(self) -> None:
         """Release the storage (commit, close files); idempotent."""
         ...
-
-
-def open_spool(config: SpoolConfig) -> Spool:
-    """The spool ``config`` asks for: a :class:`DiskSpool` when ``path`` is set, else memory."""
-    if config.path is None:
-        return MemorySpool(config.max_readings, max_bytes=config.max_bytes)
-    from telemetry.agent.disk_spool import DiskSpool
-
-    return DiskSpool(config.path, max_readings=config.max_readings, max_bytes=config.max_bytes)
 
 
 def log_dropped(reason: str, readings: int, batches: int, **context: Any) -> None:

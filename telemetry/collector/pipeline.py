@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import random
 import re
 import time
 from collections import deque
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from telemetry.backoff import backoff_delay
 from telemetry.collector.metrics import Metrics
 from telemetry.config import SinkBase
 from telemetry.log import get_logger
@@ -64,11 +64,6 @@ class DeliveryFailed(Exception):
         super().__init__(f"sink {sink}: {reason}")
         self.sink = sink
         self.reason = reason
-
-
-def backoff_delay(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
-    """Full jitter: uniform between 0 and ``min(cap, base * 2**attempt)`` seconds."""
-    return random.uniform(0, min(cap, base * 2 ** min(attempt, 32)))
 
 
 @dataclass(slots=True)
@@ -118,7 +113,7 @@ class SinkRunner:
                 await self.sink.start()
                 break
             except TransientSinkError as exc:
-                delay = backoff_delay(attempt, base=0.5)
+                delay = backoff_delay(attempt, 0.5, BACKOFF_CAP)
                 if time.monotonic() + delay > deadline:
                     raise
                 attempt += 1
@@ -284,7 +279,7 @@ class SinkRunner:
                 reason = str(exc) or type(exc).__name__
                 self._count_failure("transient")
                 self.healthy = False
-                delay = backoff_delay(attempt)
+                delay = backoff_delay(attempt, BACKOFF_BASE, BACKOFF_CAP)
                 attempt += 1
                 if time.monotonic() + delay > deadline:
                     log.error(

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from telemetry.collector.pipeline import DeliveryFailed, Pipeline, SinkRunner, backoff_delay
+from telemetry.backoff import backoff_delay
+from telemetry.collector.pipeline import DeliveryFailed, Pipeline, SinkRunner
 from telemetry.config import NullSinkConfig
 from telemetry.sinks.base import DeadLetter, PermanentSinkError, Record, TransientSinkError
 from tests.support import RecordingSink, timeout

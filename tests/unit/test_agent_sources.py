@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from telemetry.agent import BadLine, SimulatedSource, StdinSource, parse_line
-from telemetry.agent.sources import LineSplitter, build_source
+from telemetry.agent.sources import build_source
+from telemetry.agent.sources.stdin import LineSplitter
 from telemetry.config import SimulatedSourceConfig, StdinSourceConfig
 from telemetry.protocol import Reading, validate_reading
 from telemetry.protocol.fastpath import encode_reading

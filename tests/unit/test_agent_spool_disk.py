@@ -13,7 +13,8 @@ import pytest
 
 from telemetry.agent import MemorySpool, Spool
 from telemetry.agent.disk_spool import DiskSpool, SpoolLocked, read_status
-from telemetry.agent.spool import BATCH_TOO_LARGE, SPOOL_FULL, open_spool, restart_safe_seq
+from telemetry.agent.spool import BATCH_TOO_LARGE, SPOOL_FULL, restart_safe_seq
+from telemetry.agent.spool_factory import open_spool
 from telemetry.config import SpoolConfig
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from telemetry.agent.sources_command import CommandSource, parse_json_output
-from telemetry.agent.sources_polled import SampleError
+from telemetry.agent.sources.command import CommandSource, parse_json_output
+from telemetry.agent.sources.polled import SampleError
 from telemetry.config import CommandSourceConfig
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from telemetry.cli import _agent_config, build_parser
+from telemetry.cli import build_parser
+from telemetry.cli.agent import _agent_config
 from telemetry.config import AgentSection, CommandSourceConfig, ConfigError, SourceConfig
 
 SOURCES: TypeAdapter[list[SourceConfig]] = TypeAdapter(list[SourceConfig])

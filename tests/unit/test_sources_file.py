@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from telemetry.agent.sources_file import FileSource, detect_format, parse_number, parse_w1_slave
-from telemetry.agent.sources_polled import SampleError
+from telemetry.agent.sources.file import FileSource, detect_format, parse_number, parse_w1_slave
+from telemetry.agent.sources.polled import SampleError
 from telemetry.config import FileSourceConfig
 
 W1_YES = "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n"

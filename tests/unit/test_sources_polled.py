@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from telemetry.agent.sources_polled import PolledSource, Sample, SampleError, make_reading
+from telemetry.agent.sources.polled import PolledSource, Sample, SampleError, make_reading
 from telemetry.config import FileSourceConfig
 from telemetry.protocol import Reading
 

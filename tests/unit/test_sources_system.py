@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from telemetry.agent.sources_system import NetRates, SystemSource
+from telemetry.agent.sources.system import NetRates, SystemSource
 from telemetry.config import SystemSourceConfig
 
 

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from telemetry.agent.sources_polled import PolledSource, Sample, SampleError, make_reading
+from telemetry.agent.sources.polled import PolledSource, Sample, SampleError, make_reading
 from telemetry.config import FileSourceConfig
 
 #: Most bytes read from one file; sysfs files are tiny.

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from telemetry.agent.sources import ReadingSink
+from telemetry.agent.sources.base import ReadingSink
 from telemetry.config import PolledSourceBase
 from telemetry.log import get_logger
 from telemetry.protocol import Reading

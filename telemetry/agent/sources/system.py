@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from telemetry.agent.sources_polled import PolledSource, Sample, SampleError, make_reading
+from telemetry.agent.sources.polled import PolledSource, Sample, SampleError, make_reading
 from telemetry.config import SystemSourceConfig
 
 _LOOPBACK = re.compile(r"lo\d*")

@@ -1,15 +1,8 @@
-"""Reading sources: each one is a coroutine that produces readings and hands them to a sink.
+"""The ``stdin`` source: one JSON reading per line on standard input.
 
-- :class:`SimulatedSource`: N sensors whose values follow a random walk, one reading per
-  sensor every ``interval`` seconds; ends after ``count`` readings when ``count`` is set.
-- :class:`StdinSource`: one JSON reading per line on standard input, read without blocking
-  the event loop. A bad line is logged with its number and reason and counted; EOF ends it.
-- ``system``, ``file``, ``command``: a sample every ``interval`` seconds, in
-  :mod:`telemetry.agent.sources_system`, :mod:`~telemetry.agent.sources_file` and
-  :mod:`~telemetry.agent.sources_command`, on the loop of
-  :mod:`~telemetry.agent.sources_polled` (a failed sample is logged and counted, never fatal).
-
-A sink is anything with ``async def send(reading)``, usually an :class:`~telemetry.agent.Agent`.
+Lines are read without blocking the event loop (:func:`stdin_lines`, split by the sans-I/O
+:class:`LineSplitter`). A bad line is logged with its number and reason and counted; EOF ends
+the source.
 """
 
 from __future__ import annotations
@@ -17,22 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import stat
 import sys
-import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
-from telemetry.config import (
-    FileSourceConfig,
-    SimulatedSourceConfig,
-    SourceConfig,
-    StdinSourceConfig,
-    SystemSourceConfig,
-)
+from telemetry.agent.sources.base import ReadingSink
+from telemetry.config import StdinSourceConfig
 from telemetry.log import get_logger
 from telemetry.protocol import Reading, validate_reading
 from telemetry.protocol.messages import describe_errors
@@ -42,115 +28,6 @@ log = get_logger("telemetry.agent.sources")
 #: Longest stdin line accepted; a longer one is a bad line.
 MAX_LINE_BYTES = 1024 * 1024
 _READ_SIZE = 65536
-
-
-class ReadingSink(Protocol):
-    """Where a source puts its readings."""
-
-    async def send(self, reading: Reading | Mapping[str, Any]) -> None: ...
-
-
-class Source(Protocol):
-    """A producer of readings."""
-
-    #: Name in logs.
-    name: str
-    #: True when the source ends by itself (stdin EOF, a simulated ``count``).
-    finite: bool
-
-    async def run(self, sink: ReadingSink) -> None:
-        """Produce readings into ``sink`` until the source ends (or is cancelled)."""
-        ...
-
-
-def build_source(config: SourceConfig, agent_id: str, index: int = 0) -> Source:
-    """The source described by one ``[[sources]]`` entry.
-
-    The interval sources live in their own modules, imported only when configured (the
-    ``system`` source imports psutil).
-    """
-    name = f"{config.type}-{index}"
-    if isinstance(config, SimulatedSourceConfig):
-        return SimulatedSource(config, agent_id, name=name)
-    if isinstance(config, StdinSourceConfig):
-        return StdinSource(config, name=name)
-    if isinstance(config, SystemSourceConfig):
-        from telemetry.agent.sources_system import SystemSource
-
-        return SystemSource(config, agent_id, name=name)
-    if isinstance(config, FileSourceConfig):
-        from telemetry.agent.sources_file import FileSource
-
-        return FileSource(config, agent_id, name=name)
-    from telemetry.agent.sources_command import CommandSource
-
-    return CommandSource(config, agent_id, name=name)
-
-
-# --- simulated -----------------------------------------------------------------------------
-
-
-class SimulatedSource:
-    """Random-walk readings for ``config.sensors`` sensors, for demos and load."""
-
-    def __init__(
-        self,
-        config: SimulatedSourceConfig,
-        agent_id: str,
-        *,
-        name: str = "simulated",
-        rng: random.Random | None = None,
-    ) -> None:
-        self.config = config
-        self.name = name
-        self.finite = config.count > 0
-        self.sensors = [
-            config.sensor.format(agent=agent_id, n=n) for n in range(1, config.sensors + 1)
-        ]
-        self._rng = rng if rng is not None else random.Random()
-        self._values = [round(self._rng.uniform(15.0, 25.0), 2) for _ in self.sensors]
-        #: Readings produced so far.
-        self.produced = 0
-
-    def next_readings(self) -> list[dict[str, Any]]:
-        """One step of the walk: a reading for every sensor, stamped now (no I/O).
-
-        Wire dicts, not :class:`Reading` models: the agent's ``send()`` validates a clean dict
-        natively and sends it as it is, where a model costs ~3x as much CPU per reading.
-        """
-        common: dict[str, Any] = {"ts": time.time()}  # epoch seconds, as the wire allows
-        if self.config.metric:
-            common["metric"] = self.config.metric
-        if self.config.unit:
-            common["unit"] = self.config.unit
-        if self.config.tags:
-            common["tags"] = dict(self.config.tags)
-        values = self._values
-        gauss = self._rng.gauss
-        readings = []
-        for i, sensor in enumerate(self.sensors):
-            values[i] = round(values[i] + gauss(0.0, 0.25), 3)
-            readings.append({"sensor": sensor, "value": values[i], **common})
-        return readings
-
-    async def run(self, sink: ReadingSink) -> None:
-        loop = asyncio.get_running_loop()
-        count = self.config.count
-        next_at = loop.time()
-        while True:
-            for reading in self.next_readings():
-                if count and self.produced >= count:
-                    break
-                await sink.send(reading)
-                self.produced += 1
-            if count and self.produced >= count:
-                log.info("source_finished", source=self.name, readings=self.produced)
-                return
-            next_at += self.config.interval
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-
-
-# --- stdin ---------------------------------------------------------------------------------
 
 
 class BadLine(Exception):

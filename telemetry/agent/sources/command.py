@@ -27,8 +27,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from telemetry.agent.sources_file import parse_number
-from telemetry.agent.sources_polled import PolledSource, Sample, SampleError, make_reading
+from telemetry.agent.sources.file import parse_number
+from telemetry.agent.sources.polled import PolledSource, Sample, SampleError, make_reading
 from telemetry.config import CommandSourceConfig
 from telemetry.protocol import Reading, validate_reading
 from telemetry.protocol.messages import describe_errors

@@ -1,0 +1,54 @@
+"""The ``telemetry`` command: one module per subcommand, each owning its parser and its run.
+
+How this works: :func:`build_parser` asks every command module to ``add_parser(subparsers)``;
+each sets ``func`` to its ``run(args) -> int``, which :func:`main` calls. A command module
+imports only the standard library at the top; what a command needs to run (the config models,
+logging, the agent, the collector, aiohttp, the sinks, the bench) is imported inside its
+``run``, so ``telemetry --help`` and each command load only what they use. The event loop
+(uvloop where available) is chosen by :func:`telemetry.runtime.run_async`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from telemetry.cli import agent, bench, check_config, collect, send, spool, tail
+from telemetry.cli._common import EPILOG, fail
+
+__all__ = ["build_parser", "main"]
+
+#: The command modules, in the order ``telemetry --help`` lists them.
+COMMANDS = (collect, agent, send, spool, tail, bench, check_config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; each sets ``func``, the function that runs it."""
+    parser = argparse.ArgumentParser(
+        prog="telemetry",
+        description="Stream sensor readings from agents to a collector and into sinks.",
+        epilog=EPILOG,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv`` (default: the process's arguments) names; its exit code."""
+    args = build_parser().parse_args(argv)
+    from telemetry.config import ConfigError
+
+    try:
+        status: int = args.func(args)
+    except ConfigError as exc:
+        return fail(str(exc), 2)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `telemetry check-config | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return status

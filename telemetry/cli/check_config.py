@@ -1,0 +1,57 @@
+"""``telemetry check-config``: validate a config file, print the effective config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from telemetry.cli._common import EPILOG
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``check-config`` command's parser."""
+    check = subparsers.add_parser(
+        "check-config",
+        help="validate a config file and print the effective config",
+        description="Validate a collector or agent config file with the environment "
+        "overrides applied; print the effective config as JSON, or the errors.",
+        epilog=EPILOG,
+    )
+    check.add_argument("config", nargs="?", type=Path, help="TOML file (default: defaults)")
+    check.add_argument(
+        "--kind",
+        choices=["auto", "collector", "agent"],
+        default="auto",
+        help="which config it is (auto: agent if it has [agent] or [[sources]])",
+    )
+    check.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the effective config as JSON (a bad one raises ConfigError: exit 2)."""
+    from telemetry.config import AgentConfig, CollectorConfig, load_config
+
+    kind = args.kind
+    if kind == "auto":
+        kind = _guess_kind(args.config)
+    model: type[CollectorConfig] | type[AgentConfig] = (
+        AgentConfig if kind == "agent" else CollectorConfig
+    )
+    config = load_config(model, args.config)
+    print(f"# {kind} config {args.config or '(defaults)'}: valid", file=sys.stderr)
+    print(config.model_dump_json(indent=2))
+    return 0
+
+
+def _guess_kind(path: Path | None) -> str:
+    import tomllib
+
+    if path is None:
+        return "collector"
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return "collector"  # load_config reports the error
+    return "agent" if {"agent", "sources", "spool"} & set(data) else "collector"
