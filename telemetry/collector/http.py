@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
 from telemetry.collector.live_http import LiveRoutes
 from telemetry.collector.metrics import CONTENT_TYPE
-
-if TYPE_CHECKING:
-    from telemetry.collector.server import Collector
+from telemetry.collector.served import Served
 
 
 class HttpServer:
     """aiohttp on its own port, beside the ingest listener."""
 
-    def __init__(self, collector: Collector) -> None:
+    def __init__(self, collector: Served) -> None:
         self.collector = collector
         self._runner: web.AppRunner | None = None
         self.port: int | None = None

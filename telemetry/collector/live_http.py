@@ -23,14 +23,11 @@ import hashlib
 import json
 import re
 from importlib import resources
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from telemetry.collector.live import TAIL_QUEUE, Subscription, TailFilter
-
-if TYPE_CHECKING:
-    from telemetry.collector.server import Collector
+from telemetry.collector.served import Served
 
 #: Seconds between keep-alive comments on an idle tail stream.
 KEEPALIVE = 15.0
@@ -55,7 +52,7 @@ def load_page() -> tuple[bytes, str]:
 class LiveRoutes:
     """Handlers of the live routes for one collector."""
 
-    def __init__(self, collector: Collector) -> None:
+    def __init__(self, collector: Served) -> None:
         self.collector = collector
         self.page, self.csp = load_page()
         self._streams: set[asyncio.Task[object]] = set()

@@ -14,8 +14,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[2] / "telemetry"
 
 
@@ -130,29 +128,6 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path: Path) -> None:
     assert import_cycles(pkg) == [["pkg.a", "pkg.b"]]
 
 
-#: The cycles left in modules this branch does not own (issue 13 "One house" breaks them
-#: elsewhere): remove an entry when its cycle is gone, and the xfail when the list is empty.
-REMAINING: list[list[str]] = [
-    [
-        "telemetry.collector.connection",
-        "telemetry.collector.http",
-        "telemetry.collector.live_http",
-        "telemetry.collector.server",
-    ],
-]
-
-
-def test_no_new_import_cycles() -> None:
-    """Every import cycle left is (part of) one of the known :data:`REMAINING` ones."""
-    new = [c for c in import_cycles() if not any(set(c) <= set(known) for known in REMAINING)]
-    assert new == []
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason="import cycles left outside this branch's files: "
-    + "; ".join(" <-> ".join(cycle) for cycle in REMAINING),
-)
 def test_no_import_cycles() -> None:
     """No module of ``telemetry`` imports itself through others."""
     assert import_cycles() == []
