@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from telemetry.collector.handoff import try_send_connection, wait_writable
 from telemetry.config import CollectorConfig
 from telemetry.protocol import FrameDecoder, encode_frame
 from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
@@ -159,3 +161,10 @@ __all__ = [
     "http_get",
     "timeout",
 ]
+
+
+async def send_connection(channel: socket.socket, conn: socket.socket) -> None:
+    """Pass ``conn`` through a hand-off ``channel``, waiting while the worker's queue is full;
+    raise :class:`OSError` when the worker is gone."""
+    while not try_send_connection(channel, conn):
+        await wait_writable(channel)

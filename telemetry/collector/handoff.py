@@ -4,10 +4,10 @@ How this works: the supervisor listens on the ingest port and accepts every conn
 itself, then passes the socket to the next worker in turn (round robin) as ``SCM_RIGHTS``
 over a Unix ``SOCK_SEQPACKET`` pair, one message per connection, and closes its copy. A
 worker whose queue of passed connections is full (~280: its event loop is not reading it) is
-skipped for the next one. A
-worker serves a passed socket exactly as one it accepted. Round robin keeps the connection
-counts even: with ``SO_REUSEPORT`` the kernel hashes each connection to a worker, and with a
-handful of connections one worker often got most of them while another idled.
+skipped for the next one. A worker serves a passed socket exactly as one it accepted. Round
+robin keeps the connection counts even: with ``SO_REUSEPORT`` the kernel hashes each
+connection to a worker, and with a handful of connections one worker often got most of them
+while another idled.
 """
 
 from __future__ import annotations
@@ -54,13 +54,6 @@ async def wait_writable(channel: socket.socket) -> None:
         await writable
     finally:
         loop.remove_writer(channel.fileno())
-
-
-async def send_connection(channel: socket.socket, conn: socket.socket) -> None:
-    """Pass ``conn`` through ``channel``, waiting while the worker's queue is full; raise
-    :class:`OSError` when the worker is gone."""
-    while not try_send_connection(channel, conn):
-        await wait_writable(channel)
 
 
 class Receiver:

@@ -40,6 +40,7 @@ from telemetry.config import SinkBase
 from telemetry.log import get_logger
 from telemetry.sinks.base import (
     DeadLetter,
+    DeadLetterSink,
     PermanentSinkError,
     Record,
     Sink,
@@ -73,9 +74,16 @@ class _Item:
 
 
 class SinkRunner:
-    """A route, a bounded queue, a batcher and a retry loop around one sink."""
+    """A route, a bounded queue, a batcher and a retry loop around one sink.
 
-    def __init__(self, sink: Sink, config: SinkBase, metrics: Metrics | None = None) -> None:
+    A dead-letter runner (``config.dead_letter``) queues :class:`DeadLetter` s and needs a
+    :class:`DeadLetterSink`: config validation lets only sink types whose model
+    ``accepts_dead_letters`` be one.
+    """
+
+    def __init__(
+        self, sink: Sink | DeadLetterSink, config: SinkBase, metrics: Metrics | None = None
+    ) -> None:
         self.sink = sink
         self.name = sink.name
         self.metrics = metrics
@@ -363,11 +371,6 @@ class Pipeline:
     def healthy(self) -> bool:
         """Every required sink's last write succeeded."""
         return all(runner.healthy for runner in self.runners if runner.required)
-
-    @property
-    def queued(self) -> int:
-        """Readings waiting in the reading sinks' queues."""
-        return sum(runner.queued for runner in self.reading_runners)
 
     async def start(self) -> None:
         started: list[SinkRunner] = []

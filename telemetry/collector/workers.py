@@ -5,14 +5,9 @@ port and starts N workers, each a whole collector (``telemetry collect`` with en
 overrides) that listens on no port of its own: the supervisor accepts each connection and
 hands it to the next worker in turn (:mod:`telemetry.collector.handoff`), so the connections,
 and every core's share of the work, stay even. Each worker's HTTP side port is private
-(127.0.0.1, a port chosen by the supervisor). The supervisor serves the configured HTTP port:
-
-- ``/healthz``: 200 while every worker process is alive;
-- ``/readyz``: 200 while every worker is ready (each is asked);
-- ``/metrics``: every worker's metrics, each sample labelled ``worker="<i>"``;
-- ``/api/live``: every worker's live state merged (agents, sensors, rejections, sinks);
-- ``/api/tail``: every worker's stream of readings, interleaved event by event;
-- anything else (the live page itself): passed to worker 0.
+(127.0.0.1, a port chosen by the supervisor); :func:`worker_overrides` is the one place that
+says how a worker's config differs from the supervisor's. The supervisor serves the configured
+HTTP port, every worker's answers merged into one (:mod:`telemetry.collector.workers_http`).
 
 SIGTERM/SIGINT close the ingest port and are forwarded to every worker, which drains as a
 single collector does; the supervisor exits 0 when every worker did. A worker that dies after
@@ -28,16 +23,10 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.registry import Collector as PromCollector
 
 from telemetry.collector.handoff import (
     HANDOFF_FD_ENV,
@@ -45,9 +34,9 @@ from telemetry.collector.handoff import (
     try_send_connection,
     wait_writable,
 )
-from telemetry.collector.metrics import CONTENT_TYPE
 from telemetry.collector.server import listen_error
-from telemetry.config import CollectorConfig
+from telemetry.collector.workers_http import WorkersHttp
+from telemetry.config import CollectorConfig, env_overrides
 from telemetry.log import get_logger
 
 log = get_logger("telemetry.workers")
@@ -55,7 +44,6 @@ log = get_logger("telemetry.workers")
 #: Set in a worker's environment: its index, bound into its log lines as ``worker``.
 WORKER_ENV = "TELEMETRY_WORKER_INDEX"
 STARTUP_TIMEOUT = 30.0
-MAX_MERGED_REJECTIONS = 100
 RESTART_DELAY = 1.0
 
 
@@ -65,6 +53,19 @@ def free_port(host: str) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def worker_overrides(
+    config: CollectorConfig, index: int, *, ingest_port: int, http_port: int
+) -> dict[str, dict[str, Any]]:
+    """How worker ``index``'s config differs from the supervisor's ``config``: the ingest port
+    the supervisor bound (so a port 0 is the one it got), a private HTTP port on 127.0.0.1,
+    and an id of its own."""
+    return {
+        "ingest": {"port": ingest_port},
+        "http": {"enabled": True, "host": "127.0.0.1", "port": http_port},
+        "collector": {"id": f"{config.collector.id}-w{index}"},
+    }
 
 
 class Worker:
@@ -86,75 +87,6 @@ class Worker:
         return self.process is not None and self.process.returncode is None
 
 
-class _WorkerMetrics(PromCollector):
-    """Re-exports the metrics text of every worker with a ``worker`` label."""
-
-    def __init__(self) -> None:
-        self.texts: dict[int, str] = {}
-
-    def collect(self) -> Iterator[Metric]:
-        merged: dict[str, Metric] = {}
-        for index, text in sorted(self.texts.items()):
-            for family in text_string_to_metric_families(text):
-                out = merged.get(family.name)
-                if out is None:
-                    out = merged[family.name] = Metric(
-                        family.name, family.documentation, family.type, family.unit
-                    )
-                for sample in family.samples:
-                    out.add_sample(
-                        sample.name, {**sample.labels, "worker": str(index)}, sample.value
-                    )
-        yield from merged.values()
-
-
-def merge_live(states: list[dict[str, Any]], supervisor: Supervisor) -> dict[str, Any]:
-    """One live state from the workers' (``/api/live``): what a single collector would show."""
-    sensors: dict[str, dict[str, Any]] = {}
-    for state in states:
-        for sensor in state.get("sensors", []):
-            known = sensors.get(sensor["sensor"])
-            if known is None or sensor.get("seen", 0) > known.get("seen", 0):
-                sensors[sensor["sensor"]] = sensor
-    sinks: dict[str, dict[str, Any]] = {}
-    for state in states:
-        for sink in state.get("sinks", []):
-            total = sinks.setdefault(
-                sink["name"],
-                {"name": sink["name"], "healthy": True, "queued": 0, "written": 0, "dropped": 0},
-            )
-            total["healthy"] = total["healthy"] and sink.get("healthy", False)
-            for key in ("queued", "written", "dropped"):
-                total[key] += sink.get(key) or 0
-    rejections = sorted(
-        (r for state in states for r in state.get("rejections", [])),
-        key=lambda r: r.get("at", 0),
-        reverse=True,
-    )
-    return {
-        "now": max(state.get("now", 0) for state in states),
-        "history_seconds": states[0].get("history_seconds"),
-        "agents": sorted(
-            (a for state in states for a in state.get("agents", [])),
-            key=lambda a: (a.get("agent", ""), a.get("peer", "")),
-        ),
-        "sensors": [sensors[name] for name in sorted(sensors)],
-        "sensors_total": len(sensors),
-        "sensors_untracked": sum(s.get("sensors_untracked", 0) for s in states),
-        "rejected_total": sum(state.get("rejected_total", 0) for state in states),
-        "rejections": rejections[:MAX_MERGED_REJECTIONS],
-        "tail_subscribers": sum(state.get("tail_subscribers", 0) for state in states),
-        "collector": {
-            "id": supervisor.config.collector.id,
-            "state": "draining" if supervisor.stopping else "serving",
-            "ready": all(s.get("collector", {}).get("ready", False) for s in states)
-            and len(states) == len(supervisor.workers),
-            "workers": len(supervisor.workers),
-        },
-        "sinks": list(sinks.values()),
-    }
-
-
 class Supervisor:
     """Starts, watches and stops the worker processes; serves the public HTTP port."""
 
@@ -166,10 +98,7 @@ class Supervisor:
         self._turn = 0  # the worker the next connection goes to
         self.workers = [Worker(i, free_port("127.0.0.1")) for i in range(workers)]
         self.stopping = False
-        self._metrics = _WorkerMetrics()
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(self._metrics)
-        self._http: web.AppRunner | None = None
+        self._http: WorkersHttp | None = None
         self._session: aiohttp.ClientSession | None = None
 
     def _command(self) -> list[str]:
@@ -179,14 +108,15 @@ class Supervisor:
         return command
 
     def _environment(self, worker: Worker) -> dict[str, str]:
+        """The worker's environment: the supervisor's, its index, and its config overrides
+        as the ``TELEMETRY_*`` variables the worker's config loader applies over the file."""
+        overrides = worker_overrides(
+            self.config, worker.index, ingest_port=self.ingest_port, http_port=worker.http_port
+        )
         return {
             **os.environ,
             WORKER_ENV: str(worker.index),
-            "TELEMETRY_INGEST__PORT": str(self.ingest_port),
-            "TELEMETRY_HTTP__ENABLED": "true",
-            "TELEMETRY_HTTP__HOST": "127.0.0.1",
-            "TELEMETRY_HTTP__PORT": str(worker.http_port),
-            "TELEMETRY_COLLECTOR__ID": f"{self.config.collector.id}-w{worker.index}",
+            **env_overrides(CollectorConfig, overrides),
         }
 
     async def _spawn(self, worker: Worker) -> None:
@@ -289,7 +219,8 @@ class Supervisor:
                 failed = [w.index for w, ok in zip(self.workers, ready, strict=True) if not ok]
                 log.error("worker_start_failed", workers=failed)
                 return await self._stop_all() or 1
-            await self._start_http()
+            self._http = WorkersHttp(self, self._session)
+            await self._http.start()
             accepting = asyncio.create_task(self._accept_loop())
             log.info(
                 "collector_started",
@@ -315,7 +246,7 @@ class Supervisor:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             if self._http is not None:
-                await self._http.cleanup()
+                await self._http.close()
             await self._session.close()
 
     async def _watch(self, worker: Worker) -> None:
@@ -352,130 +283,3 @@ class Supervisor:
         status = next((code for code in codes if code != 0), 0)
         log.info("collector_stopped", workers=len(self.workers), status=status)
         return status
-
-    # --- the public HTTP port ---------------------------------------------------------------
-
-    async def _start_http(self) -> None:
-        if not self.config.http.enabled:
-            return
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics_handler)
-        app.router.add_get("/api/live", self._live)
-        app.router.add_get("/api/tail", self._tail)
-        app.router.add_route("GET", "/{tail:.*}", self._to_worker_0)
-        self._http = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._http.setup()
-        site = web.TCPSite(self._http, self.config.http.host, self.config.http.port)
-        await site.start()
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        alive = {str(w.index): w.alive for w in self.workers}
-        ok = all(alive.values())
-        return web.json_response(
-            {"status": "ok" if ok else "degraded", "workers": alive}, status=200 if ok else 503
-        )
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        async def ready(worker: Worker) -> bool:
-            assert self._session is not None
-            try:
-                async with self._session.get(f"{worker.base_url}/readyz") as resp:
-                    return resp.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        answers = await asyncio.gather(*(ready(w) for w in self.workers))
-        workers = {str(w.index): ok for w, ok in zip(self.workers, answers, strict=True)}
-        is_ready = all(answers) and not self.stopping
-        state = "draining" if self.stopping else "serving"
-        return web.json_response(
-            {"ready": is_ready, "state": state, "workers": workers}, status=200 if is_ready else 503
-        )
-
-    async def _metrics_handler(self, request: web.Request) -> web.Response:
-        async def fetch(worker: Worker) -> tuple[int, str | None]:
-            assert self._session is not None
-            try:
-                async with self._session.get(f"{worker.base_url}/metrics") as resp:
-                    return worker.index, await resp.text()
-            except aiohttp.ClientError:
-                return worker.index, None
-
-        texts = await asyncio.gather(*(fetch(w) for w in self.workers))
-        self._metrics.texts = {index: text for index, text in texts if text is not None}
-        body = generate_latest(self._registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
-
-    async def _live(self, request: web.Request) -> web.Response:
-        async def fetch(worker: Worker) -> dict[str, Any] | None:
-            assert self._session is not None
-            url = f"{worker.base_url}/api/live?{request.query_string}"
-            try:
-                async with self._session.get(url) as resp:
-                    if resp.status != 200:
-                        return None
-                    state: dict[str, Any] = await resp.json()
-                    return state
-            except (aiohttp.ClientError, ValueError):
-                return None
-
-        states = [s for s in await asyncio.gather(*(fetch(w) for w in self.workers)) if s]
-        if not states:
-            return web.json_response({"error": "no worker answered"}, status=502)
-        return web.json_response(merge_live(states, self), headers={"Cache-Control": "no-cache"})
-
-    async def _tail(self, request: web.Request) -> web.StreamResponse:
-        """Every worker's tail stream, forwarded event by event (never half an event)."""
-        assert self._session is not None
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
-        lock = asyncio.Lock()
-        no_timeout = aiohttp.ClientTimeout(total=None)
-
-        async def relay(worker: Worker) -> None:
-            assert self._session is not None
-            url = f"{worker.base_url}/api/tail?{request.query_string}"
-            async with self._session.get(url, timeout=no_timeout) as upstream:
-                event: list[bytes] = []
-                async for line in upstream.content:
-                    event.append(line)
-                    if line in (b"\n", b"\r\n"):  # an event (or a comment) is complete
-                        async with lock:
-                            await response.write(b"".join(event))
-                        event = []
-
-        relays = [asyncio.create_task(relay(w)) for w in self.workers]
-        try:
-            await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
-        except (ConnectionError, aiohttp.ClientError):
-            pass
-        finally:
-            for task in relays:
-                task.cancel()
-            await asyncio.gather(*relays, return_exceptions=True)
-        return response
-
-    async def _to_worker_0(self, request: web.Request) -> web.StreamResponse:
-        assert self._session is not None
-        url = f"{self.workers[0].base_url}{request.rel_url}"
-        try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as up:
-                response = web.StreamResponse(status=up.status)
-                content_type = up.headers.get("Content-Type")
-                if content_type:
-                    response.headers["Content-Type"] = content_type
-                await response.prepare(request)
-                async for chunk in up.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
-        except aiohttp.ClientError:
-            return web.json_response({"error": "worker 0 unavailable"}, status=502)

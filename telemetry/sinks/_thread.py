@@ -17,10 +17,6 @@ class WorkerThread:
         self._name = name
         self._executor: ThreadPoolExecutor | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._executor is not None
-
     def start(self) -> None:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)

@@ -1,4 +1,4 @@
-"""The sink contract (DESIGN.md section 3), written once.
+"""The sink contract (docs/protocol.md), written once.
 
 - ``start()`` returns fast (open a file, a pool); it may raise to refuse to start.
 - ``write(batch)`` does only the backend's I/O for a batch of records. It returns once the
@@ -6,6 +6,10 @@
   (worth retrying) or :class:`PermanentSinkError` (never worth retrying). Any other exception
   counts as transient.
 - ``close()`` flushes, is idempotent and is safe without ``start()``.
+
+A sink class names its config model as ``config_model`` (built-in sinks and plugins alike). A
+sink whose model sets ``accepts_dead_letters`` may be configured ``dead_letter = true``; its
+``write()`` is then given :class:`DeadLetter` batches instead: it is a :class:`DeadLetterSink`.
 
 Batching, retries with backoff and jitter, timeouts and queueing are the pipeline's job
 (``telemetry.collector.pipeline``), the same for every sink.
@@ -17,7 +21,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from telemetry.protocol.messages import format_timestamp
 
@@ -101,6 +105,14 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
+class DeadLetterSink(Sink, Protocol):
+    """A sink that can also be a dead-letter sink: ``write()`` takes a batch of readings or,
+    configured ``dead_letter = true``, a batch of :class:`DeadLetter` s (the JSON sinks
+    write each one's ``to_json()``)."""
+
+    async def write(self, batch: Batch) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A reading the collector could not deliver: rejected by validation or refused by a sink.
@@ -153,3 +165,7 @@ class DeadLetter:
         if truncated:
             text = data[:max_bytes].decode("utf-8", errors="ignore")
         return cls(agent, reason, text, received_at, reading_id, truncated)
+
+
+#: What one ``write()`` is given: readings, or dead letters (a dead-letter sink only).
+Batch: TypeAlias = Sequence[Record] | Sequence[DeadLetter]

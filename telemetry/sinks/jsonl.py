@@ -1,4 +1,5 @@
-"""The ``jsonl`` sink: one JSON line per reading appended to a file, rotated by size or time.
+"""The ``jsonl`` sink: one JSON line per reading (or dead letter) appended to a file, rotated
+by size or time.
 
 How this works: every file operation runs on the sink's worker thread, off the event loop.
 Before a batch is appended, the file is rotated when the batch would take it past
@@ -22,16 +23,16 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from telemetry.config import JsonlSinkConfig
 from telemetry.log import get_logger
+from telemetry.sinks._common import json_lines, sink_name, started
 from telemetry.sinks._thread import WorkerThread
-from telemetry.sinks.base import Record, TransientSinkError
+from telemetry.sinks.base import Batch, TransientSinkError
 
 log = get_logger("telemetry.sinks.jsonl")
 
@@ -41,8 +42,10 @@ _STAMP = "%Y%m%dT%H%M%S.%fZ"
 class JsonlSink:
     """Appends batches to ``path``; file I/O runs on one worker thread, off the event loop."""
 
+    config_model: ClassVar[type[JsonlSinkConfig]] = JsonlSinkConfig
+
     def __init__(self, config: JsonlSinkConfig) -> None:
-        self.name = config.name or config.type
+        self.name = sink_name(config)
         self.path = config.path
         self.fsync = config.fsync
         self.rotate_bytes = config.rotate_bytes
@@ -82,11 +85,10 @@ class JsonlSink:
     def _period_of(self, timestamp: float) -> int:
         return int(timestamp // self.rotate_interval) if self.rotate_interval else 0
 
-    async def write(self, batch: Sequence[Record]) -> None:
+    async def write(self, batch: Batch) -> None:
         """Append the batch (rotating first when due); returns after the flush (and fsync)."""
-        if self._file is None:
-            raise TransientSinkError("jsonl sink is not started")
-        data = "".join(record.to_json() + "\n" for record in batch).encode("utf-8")
+        started(self._file, "jsonl")
+        data = json_lines(batch).encode("utf-8")
         try:
             await self._thread.run(lambda: self._append(data))
         except OSError as exc:

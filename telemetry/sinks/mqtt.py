@@ -20,15 +20,16 @@ levels or wildcards (``telemetry.sinks._template``). The payload is ``Record.to_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import ClassVar
 
 import aiomqtt
 
 from telemetry.config import MqttSinkConfig
 from telemetry.log import get_logger
+from telemetry.sinks._common import close_quietly, not_started, sink_name
 from telemetry.sinks._template import Template, escape_mqtt
 from telemetry.sinks.base import Record, TransientSinkError
 
@@ -46,8 +47,10 @@ _CLIENT_LOGGER.setLevel(logging.ERROR)
 class MqttSink:
     """Publishes each batch concurrently and waits for every acknowledgement."""
 
+    config_model: ClassVar[type[MqttSinkConfig]] = MqttSinkConfig
+
     def __init__(self, config: MqttSinkConfig) -> None:
-        self.name = config.name or config.type
+        self.name = sink_name(config)
         self.config = config
         self.topic = Template(config.topic, escape_mqtt)
         self.latest_topic = Template(config.latest_topic or config.topic + "/latest", escape_mqtt)
@@ -98,7 +101,7 @@ class MqttSink:
     async def write(self, batch: Sequence[Record]) -> None:
         """Publish the batch (and the latest values), waiting for every acknowledgement."""
         if not self._started:
-            raise TransientSinkError("mqtt sink is not started")
+            raise not_started("mqtt")
         client = self._connected_client()
         if client is None:
             await self._drop_client()
@@ -133,9 +136,11 @@ class MqttSink:
     async def _drop_client(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
-                async with asyncio.timeout(2):
-                    await client.__aexit__(None, None, None)
+            await close_quietly(
+                lambda: client.__aexit__(None, None, None),
+                errors=(aiomqtt.MqttError, OSError),
+                timeout=2,
+            )
 
     async def close(self) -> None:
         """Disconnect cleanly; idempotent."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import ClassVar
 
 import nats.errors
 import nats.js.errors
@@ -28,6 +29,7 @@ from nats.js.api import PubAck, StreamConfig
 
 from telemetry.config import NatsSinkConfig
 from telemetry.log import get_logger
+from telemetry.sinks._common import close_quietly, sink_name, started
 from telemetry.sinks._template import Template, escape_nats, nats_subject_matches
 from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
 
@@ -41,8 +43,10 @@ MAX_PENDING = 20_000
 class NatsSink:
     """Publishes each batch concurrently to JetStream and waits for every PubAck."""
 
+    config_model: ClassVar[type[NatsSinkConfig]] = NatsSinkConfig
+
     def __init__(self, config: NatsSinkConfig) -> None:
-        self.name = config.name or config.type
+        self.name = sink_name(config)
         self.config = config
         self.subject = Template(config.subject, escape_nats)
         self.duplicates = 0  # PubAcks that said "duplicate": copies JetStream dropped
@@ -110,9 +114,7 @@ class NatsSink:
 
     async def write(self, batch: Sequence[Record]) -> None:
         """Publish every record and wait for all PubAcks (or fail the whole batch)."""
-        js = self._js
-        if js is None:
-            raise TransientSinkError("nats sink is not started")
+        js = started(self._js, "nats")
         render = self.subject.render
         stream = self.config.stream
         futures: list[asyncio.Future[PubAck]] = []
@@ -161,8 +163,6 @@ class NatsSink:
 
 
 async def _close_quietly(nc: NatsClient) -> None:
-    try:
-        async with asyncio.timeout(5):
-            await nc.close()
-    except (TimeoutError, nats.errors.Error, OSError) as exc:
-        log.debug("nats_close_failed", error=repr(exc))
+    await close_quietly(
+        nc.close, errors=(nats.errors.Error, OSError), timeout=5, log=log, event="nats_close_failed"
+    )

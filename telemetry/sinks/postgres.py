@@ -24,20 +24,19 @@ acquire and the pipeline retries the batch. Data the server refuses raises
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import ClassVar
 
 import asyncpg
 
 from telemetry.config import PostgresSinkConfig
 from telemetry.log import get_logger
+from telemetry.sinks._common import COLUMNS, record_row, sink_name, started
 from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
 
 log = get_logger("telemetry.sinks.postgres")
 
-COLUMNS = ("id", "agent", "sensor", "metric", "value", "unit", "ts", "tags", "received_at")
 STAGE = "telemetry_stage"
 _COLUMN_TYPES = """
     id          text,
@@ -96,20 +95,6 @@ async def timescaledb_installed(conn: asyncpg.Connection) -> bool:
     return found is not None
 
 
-def _row(record: Record) -> tuple[Any, ...]:
-    return (
-        record.id,
-        record.agent,
-        record.sensor,
-        record.metric,
-        record.value,
-        record.unit,
-        record.ts,
-        json.dumps(record.tags, ensure_ascii=False, separators=(",", ":")),
-        record.received_at,
-    )
-
-
 def classify(exc: BaseException, action: str) -> TransientSinkError | PermanentSinkError:
     """The sink error an asyncpg/OS failure maps to."""
     if isinstance(exc, asyncpg.PostgresError):
@@ -133,8 +118,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 class PostgresSink:
     """Writes each batch with COPY + INSERT ... ON CONFLICT DO NOTHING in one transaction."""
 
+    config_model: ClassVar[type[PostgresSinkConfig]] = PostgresSinkConfig
+
     def __init__(self, config: PostgresSinkConfig) -> None:
-        self.name = config.name or config.type
+        self.name = sink_name(config)
         self.config = config
         self.schema = config.schema_
         self.table = config.table
@@ -209,10 +196,8 @@ class PostgresSink:
 
     async def write(self, batch: Sequence[Record]) -> None:
         """Insert the batch in one transaction; duplicate ids are skipped."""
-        pool = self._pool
-        if pool is None:
-            raise TransientSinkError("postgres sink is not started")
-        rows = [_row(record) for record in batch]
+        pool = started(self._pool, "postgres")
+        rows = [record_row(record) for record in batch]
         try:
             async with (
                 pool.acquire(timeout=self.config.connect_timeout) as conn,

@@ -13,8 +13,8 @@ fresh connection. Redis has no idempotency key for ``XADD``: at-least-once.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
+from typing import ClassVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 
 from telemetry.config import RedisSinkConfig
 from telemetry.log import get_logger
+from telemetry.sinks._common import close_quietly, sink_name, started
 from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
 
 log = get_logger("telemetry.sinks.redis")
@@ -34,8 +35,10 @@ TRANSIENT_REPLIES = ("OOM ", "LOADING ", "BUSY ", "TRYAGAIN ", "MASTERDOWN ", "R
 class RedisSink:
     """Appends each batch to a Redis stream in one MULTI/EXEC pipeline."""
 
+    config_model: ClassVar[type[RedisSinkConfig]] = RedisSinkConfig
+
     def __init__(self, config: RedisSinkConfig) -> None:
-        self.name = config.name or config.type
+        self.name = sink_name(config)
         self.config = config
         self.stream = config.stream
         self._client: aioredis.Redis | None = None
@@ -63,9 +66,7 @@ class RedisSink:
 
     async def write(self, batch: Sequence[Record]) -> None:
         """``XADD`` every record in one transaction; returns after ``EXEC``."""
-        client = self._client
-        if client is None:
-            raise TransientSinkError("redis sink is not started")
+        client = started(self._client, "redis")
         maxlen = self.config.maxlen
         try:
             async with client.pipeline(transaction=True) as pipe:
@@ -88,8 +89,11 @@ class RedisSink:
         """Close the connection pool; idempotent."""
         client, self._client = self._client, None
         if client is not None:
-            try:
-                async with asyncio.timeout(5):
-                    await client.aclose()
-            except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
-                log.debug("redis_close_failed", sink=self.name, error=repr(exc))
+            await close_quietly(
+                client.aclose,
+                errors=(redis.exceptions.RedisError, OSError),
+                timeout=5,
+                log=log,
+                event="redis_close_failed",
+                sink=self.name,
+            )

@@ -2,16 +2,32 @@
 
 Built-in sinks are listed as ``"module:Class"`` strings, so an optional backend costs nothing
 until a config chooses it. Third-party sinks are found through the ``telemetry.sinks``
-entry-point group. Nothing registers itself at import time.
+entry-point group (:func:`telemetry.config.sinks.plugin_entry_point`, which config validation
+uses too). Nothing registers itself at import time. Every sink class, built-in or plugin,
+declares its config model as ``config_model``.
 """
 
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from typing import Any
 
+from telemetry.config.sinks import (
+    ENTRY_POINT_GROUP,
+    SinkConfig,
+    UnknownSink,
+    plugin_entry_point,
+)
 from telemetry.sinks.base import Sink
+
+__all__ = [
+    "BUILTIN",
+    "ENTRY_POINT_GROUP",
+    "UnknownSink",
+    "build_sink",
+    "import_string",
+    "sink_class",
+]
 
 BUILTIN: dict[str, str] = {
     "null": "telemetry.sinks.null:NullSink",
@@ -23,12 +39,6 @@ BUILTIN: dict[str, str] = {
     "mqtt": "telemetry.sinks.mqtt:MqttSink",
     "redis": "telemetry.sinks.redis:RedisSink",
 }
-
-ENTRY_POINT_GROUP = "telemetry.sinks"
-
-
-class UnknownSink(LookupError):
-    """No built-in sink and no installed plugin has that name."""
 
 
 def import_string(target: str) -> Any:
@@ -48,15 +58,11 @@ def sink_class(name: str) -> type[Sink]:
     if name in BUILTIN:
         cls: type[Sink] = import_string(BUILTIN[name])
         return cls
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name == name:
-            plugin: type[Sink] = ep.load()
-            return plugin
-    known = sorted(set(BUILTIN) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
-    raise UnknownSink(f"no sink named {name!r}; known sinks: {', '.join(known)}")
+    plugin: type[Sink] = plugin_entry_point(name).load()
+    return plugin
 
 
-def build_sink(config: Any) -> Sink:
+def build_sink(config: SinkConfig) -> Sink:
     """Build a sink from its validated config model (which carries ``type``)."""
     cls = sink_class(config.type)
     return cls(config)  # type: ignore[call-arg]

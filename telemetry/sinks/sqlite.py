@@ -8,12 +8,13 @@ returns after COMMIT.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
+from typing import ClassVar
 
 from telemetry.config import SqliteSinkConfig
 from telemetry.protocol.messages import format_timestamp
+from telemetry.sinks._common import COLUMNS, record_row, sink_name, started
 from telemetry.sinks._thread import WorkerThread
 from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
 
@@ -33,31 +34,18 @@ CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor, ts);
 """
 
 INSERT = (
-    "INSERT OR IGNORE INTO readings "
-    "(id, agent, sensor, metric, value, unit, ts, tags, received_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO readings ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(COLUMNS))})"
 )
-
-
-def _row(record: Record) -> tuple[object, ...]:
-    return (
-        record.id,
-        record.agent,
-        record.sensor,
-        record.metric,
-        record.value,
-        record.unit,
-        format_timestamp(record.ts),
-        json.dumps(record.tags, ensure_ascii=False, separators=(",", ":")),
-        format_timestamp(record.received_at),
-    )
 
 
 class SqliteSink:
     """Writes batches in one transaction each, on a thread of its own."""
 
+    config_model: ClassVar[type[SqliteSinkConfig]] = SqliteSinkConfig
+
     def __init__(self, config: SqliteSinkConfig) -> None:
-        self.name = config.name or config.type
+        self.name = sink_name(config)
         self.path = config.path
         self.synchronous = config.synchronous
         self._db: sqlite3.Connection | None = None
@@ -89,10 +77,8 @@ class SqliteSink:
         return db
 
     async def write(self, batch: Sequence[Record]) -> None:
-        db = self._db
-        if db is None:
-            raise TransientSinkError("sqlite sink is not started")
-        rows = [_row(record) for record in batch]
+        db = started(self._db, "sqlite")
+        rows = [record_row(record, format_timestamp) for record in batch]
 
         def insert() -> None:
             db.execute("BEGIN")

@@ -1,30 +1,33 @@
-"""The ``stdout`` sink: one JSON line per reading on standard output (logs go to stderr)."""
+"""The ``stdout`` sink: one JSON line per reading (or dead letter) on standard output (logs go
+to stderr)."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Sequence
-from typing import TextIO
+from typing import ClassVar, TextIO
 
 from telemetry.config import StdoutSinkConfig
-from telemetry.sinks.base import Record, TransientSinkError
+from telemetry.sinks._common import json_lines, sink_name
+from telemetry.sinks.base import Batch, TransientSinkError
 
 
 class StdoutSink:
     """Writes each batch as JSON lines and flushes once per batch."""
 
+    config_model: ClassVar[type[StdoutSinkConfig]] = StdoutSinkConfig
+
     def __init__(self, config: StdoutSinkConfig, stream: TextIO | None = None) -> None:
-        self.name = config.name or config.type
+        self.name = sink_name(config)
         self._stream = stream
 
     async def start(self) -> None:
-        return None
+        pass
 
-    async def write(self, batch: Sequence[Record]) -> None:
+    async def write(self, batch: Batch) -> None:
         stream = self._stream or sys.stdout
         try:
-            stream.write("".join(record.to_json() + "\n" for record in batch))
+            stream.write(json_lines(batch))
             stream.flush()
         except OSError as exc:
             raise TransientSinkError(f"cannot write to stdout: {exc}") from exc

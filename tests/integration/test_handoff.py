@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from telemetry.collector.handoff import Receiver, handoff_pair, send_connection, try_send_connection
-from tests.support import timeout
+from telemetry.collector.handoff import Receiver, handoff_pair, try_send_connection
+from tests.support import send_connection, timeout
 
 
 class Collected:

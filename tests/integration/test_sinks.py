@@ -128,3 +128,31 @@ def test_registry_builds_from_config_and_names_unknown_sinks(tmp_path):
     assert sink.name == "main"
     with pytest.raises(UnknownSink, match=r"known sinks: .*sqlite"):
         sink_class("kafka")
+
+
+def test_each_builtin_sink_declares_the_config_model_config_validation_uses():
+    """A built-in sink class names its model as config_model, as a plugin does, and the
+    registry and the config package know the same types."""
+    from telemetry.config import BUILTIN_SINK_MODELS
+    from telemetry.sinks.registry import BUILTIN
+
+    assert set(BUILTIN) == set(BUILTIN_SINK_MODELS)
+    for name, model in BUILTIN_SINK_MODELS.items():
+        assert sink_class(name).config_model is model  # type: ignore[attr-defined]
+    takers = {name for name, model in BUILTIN_SINK_MODELS.items() if model.accepts_dead_letters}
+    assert takers == {"jsonl", "stdout", "null"}
+
+
+async def test_the_json_sinks_write_dead_letters_as_json_lines(tmp_path):
+    """A jsonl dead-letter sink writes each DeadLetter's to_json() as one line."""
+    from telemetry.sinks.base import DeadLetter
+
+    letter = DeadLetter.of(
+        {"sensor": "x"}, agent="a", reason="value: missing", received_at=NOW, max_bytes=100
+    )
+    sink = JsonlSink(JsonlSinkConfig(type="jsonl", path=tmp_path / "dl.jsonl", dead_letter=True))
+    await sink.start()
+    await sink.write([letter, letter])
+    await sink.close()
+    lines = (tmp_path / "dl.jsonl").read_text(encoding="utf-8").splitlines()
+    assert lines == [letter.to_json(), letter.to_json()]

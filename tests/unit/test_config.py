@@ -127,3 +127,27 @@ def test_bad_endpoints_are_refused(endpoint):
     """Malformed endpoints fail with the endpoint named."""
     with pytest.raises(ValueError, match="not host:port"):
         parse_endpoint(endpoint)
+
+
+def test_dead_letters_go_only_to_sink_types_whose_model_accepts_them():
+    """dead_letter = true is refused, with the types that take them, on a sink that cannot."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="use one of jsonl, null, stdout"):
+        CollectorConfig(sinks=[{"type": "null"}, {"type": "sqlite", "dead_letter": True}])
+    config = CollectorConfig(sinks=[{"type": "null"}, {"type": "jsonl", "dead_letter": True}])
+    assert config.sinks[1].dead_letter
+
+
+def test_importing_the_config_package_imports_no_collector_and_no_backend():
+    """telemetry.config (and telemetry.config.agent) load neither the collector nor a driver."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, telemetry.config.agent, telemetry.config;"
+        "bad = [m for m in sys.modules if m.startswith(('telemetry.collector', 'telemetry.sinks',"
+        " 'asyncpg', 'nats', 'aiomqtt', 'redis'))];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

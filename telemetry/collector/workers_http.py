@@ -1,0 +1,252 @@
+"""The ``--workers`` supervisor's HTTP port: every worker's answers merged into one.
+
+How this works: each worker is a whole collector with a private HTTP port; this server, on
+the configured ``[http]`` port, asks them all and answers as a single collector would:
+
+- ``/healthz``: 200 while every worker process is alive;
+- ``/readyz``: 200 while every worker is ready (each is asked);
+- ``/metrics``: every worker's metrics, each sample labelled ``worker="<i>"``;
+- ``/api/live``: every worker's live state merged (agents, sensors, rejections, sinks);
+- ``/api/tail``: every worker's stream of readings, interleaved event by event;
+- anything else (the live page itself): passed to worker 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector as PromCollector
+
+from telemetry.collector.metrics import CONTENT_TYPE
+
+if TYPE_CHECKING:
+    from telemetry.collector.workers import Supervisor, Worker
+
+MAX_MERGED_REJECTIONS = 100
+
+
+class WorkerMetrics(PromCollector):
+    """Re-exports the metrics text of every worker with a ``worker`` label."""
+
+    def __init__(self) -> None:
+        self.texts: dict[int, str] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for index, text in sorted(self.texts.items()):
+            for family in text_string_to_metric_families(text):
+                out = merged.get(family.name)
+                if out is None:
+                    out = merged[family.name] = Metric(
+                        family.name, family.documentation, family.type, family.unit
+                    )
+                for sample in family.samples:
+                    out.add_sample(
+                        sample.name, {**sample.labels, "worker": str(index)}, sample.value
+                    )
+        yield from merged.values()
+
+
+def merge_live(
+    states: list[dict[str, Any]], *, collector_id: str, draining: bool, workers: int
+) -> dict[str, Any]:
+    """One live state from the workers' (``/api/live``): what a single collector would show."""
+    sensors: dict[str, dict[str, Any]] = {}
+    for state in states:
+        for sensor in state.get("sensors", []):
+            known = sensors.get(sensor["sensor"])
+            if known is None or sensor.get("seen", 0) > known.get("seen", 0):
+                sensors[sensor["sensor"]] = sensor
+    sinks: dict[str, dict[str, Any]] = {}
+    for state in states:
+        for sink in state.get("sinks", []):
+            total = sinks.setdefault(
+                sink["name"],
+                {"name": sink["name"], "healthy": True, "queued": 0, "written": 0, "dropped": 0},
+            )
+            total["healthy"] = total["healthy"] and sink.get("healthy", False)
+            for key in ("queued", "written", "dropped"):
+                total[key] += sink.get(key) or 0
+    rejections = sorted(
+        (r for state in states for r in state.get("rejections", [])),
+        key=lambda r: r.get("at", 0),
+        reverse=True,
+    )
+    return {
+        "now": max(state.get("now", 0) for state in states),
+        "history_seconds": states[0].get("history_seconds"),
+        "agents": sorted(
+            (a for state in states for a in state.get("agents", [])),
+            key=lambda a: (a.get("agent", ""), a.get("peer", "")),
+        ),
+        "sensors": [sensors[name] for name in sorted(sensors)],
+        "sensors_total": len(sensors),
+        "sensors_untracked": sum(s.get("sensors_untracked", 0) for s in states),
+        "rejected_total": sum(state.get("rejected_total", 0) for state in states),
+        "rejections": rejections[:MAX_MERGED_REJECTIONS],
+        "tail_subscribers": sum(state.get("tail_subscribers", 0) for state in states),
+        "collector": {
+            "id": collector_id,
+            "state": "draining" if draining else "serving",
+            "ready": all(s.get("collector", {}).get("ready", False) for s in states)
+            and len(states) == workers,
+            "workers": workers,
+        },
+        "sinks": list(sinks.values()),
+    }
+
+
+class WorkersHttp:
+    """The public HTTP port of a group of workers (see the module docstring)."""
+
+    def __init__(self, supervisor: Supervisor, session: aiohttp.ClientSession) -> None:
+        self.supervisor = supervisor
+        self._session = session
+        self._worker_metrics = WorkerMetrics()
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(self._worker_metrics)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Serve the configured HTTP port (when ``[http] enabled``)."""
+        http = self.supervisor.config.http
+        if not http.enabled:
+            return
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics_handler)
+        app.router.add_get("/api/live", self._live)
+        app.router.add_get("/api/tail", self._tail)
+        app.router.add_route("GET", "/{tail:.*}", self._to_worker_0)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, http.host, http.port)
+        await site.start()
+
+    async def close(self) -> None:
+        """Stop serving (idempotent)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        alive = {str(w.index): w.alive for w in self.supervisor.workers}
+        ok = all(alive.values())
+        return web.json_response(
+            {"status": "ok" if ok else "degraded", "workers": alive}, status=200 if ok else 503
+        )
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        async def ready(worker: Worker) -> bool:
+            try:
+                async with self._session.get(f"{worker.base_url}/readyz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        answers = await asyncio.gather(*(ready(w) for w in self.supervisor.workers))
+        workers = {str(w.index): ok for w, ok in zip(self.supervisor.workers, answers, strict=True)}
+        is_ready = all(answers) and not self.supervisor.stopping
+        state = "draining" if self.supervisor.stopping else "serving"
+        return web.json_response(
+            {"ready": is_ready, "state": state, "workers": workers}, status=200 if is_ready else 503
+        )
+
+    async def _metrics_handler(self, request: web.Request) -> web.Response:
+        async def fetch(worker: Worker) -> tuple[int, str | None]:
+            try:
+                async with self._session.get(f"{worker.base_url}/metrics") as resp:
+                    return worker.index, await resp.text()
+            except aiohttp.ClientError:
+                return worker.index, None
+
+        texts = await asyncio.gather(*(fetch(w) for w in self.supervisor.workers))
+        self._worker_metrics.texts = {index: text for index, text in texts if text is not None}
+        body = generate_latest(self._registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def _live(self, request: web.Request) -> web.Response:
+        async def fetch(worker: Worker) -> dict[str, Any] | None:
+            url = f"{worker.base_url}/api/live?{request.query_string}"
+            try:
+                async with self._session.get(url) as resp:
+                    if resp.status != 200:
+                        return None
+                    state: dict[str, Any] = await resp.json()
+                    return state
+            except (aiohttp.ClientError, ValueError):
+                return None
+
+        states = [
+            s for s in await asyncio.gather(*(fetch(w) for w in self.supervisor.workers)) if s
+        ]
+        if not states:
+            return web.json_response({"error": "no worker answered"}, status=502)
+        return web.json_response(
+            merge_live(
+                states,
+                collector_id=self.supervisor.config.collector.id,
+                draining=self.supervisor.stopping,
+                workers=len(self.supervisor.workers),
+            ),
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def _tail(self, request: web.Request) -> web.StreamResponse:
+        """Every worker's tail stream, forwarded event by event (never half an event)."""
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        lock = asyncio.Lock()
+        no_timeout = aiohttp.ClientTimeout(total=None)
+
+        async def relay(worker: Worker) -> None:
+            url = f"{worker.base_url}/api/tail?{request.query_string}"
+            async with self._session.get(url, timeout=no_timeout) as upstream:
+                event: list[bytes] = []
+                async for line in upstream.content:
+                    event.append(line)
+                    if line in (b"\n", b"\r\n"):  # an event (or a comment) is complete
+                        async with lock:
+                            await response.write(b"".join(event))
+                        event = []
+
+        relays = [asyncio.create_task(relay(w)) for w in self.supervisor.workers]
+        try:
+            await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
+        except (ConnectionError, aiohttp.ClientError):
+            pass
+        finally:
+            for task in relays:
+                task.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
+        return response
+
+    async def _to_worker_0(self, request: web.Request) -> web.StreamResponse:
+        url = f"{self.supervisor.workers[0].base_url}{request.rel_url}"
+        try:
+            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as up:
+                response = web.StreamResponse(status=up.status)
+                content_type = up.headers.get("Content-Type")
+                if content_type:
+                    response.headers["Content-Type"] = content_type
+                await response.prepare(request)
+                async for chunk in up.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
+        except aiohttp.ClientError:
+            return web.json_response({"error": "worker 0 unavailable"}, status=502)
