@@ -30,7 +30,7 @@ from fnmatch import translate
 from operator import attrgetter
 from typing import Any
 
-from telemetry.protocol.messages import format_timestamp
+from telemetry.protocol import format_timestamp
 from telemetry.sinks.base import Record
 
 MAX_REJECTIONS = 100

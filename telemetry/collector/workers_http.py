@@ -14,8 +14,8 @@ the configured ``[http]`` port, asks them all and answers as a single collector 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -25,9 +25,30 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector as PromCollector
 
 from telemetry.collector.metrics import CONTENT_TYPE
+from telemetry.config import CollectorConfig
 
-if TYPE_CHECKING:
-    from telemetry.collector.workers import Supervisor, Worker
+
+class Worker(Protocol):
+    """What the aggregating port reads of one worker process."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def alive(self) -> bool: ...
+    @property
+    def base_url(self) -> str: ...
+
+
+class Supervisor(Protocol):
+    """What the aggregating port reads of the supervisor (no import of it: no cycle)."""
+
+    @property
+    def config(self) -> CollectorConfig: ...
+    @property
+    def workers(self) -> Sequence[Worker]: ...
+    @property
+    def stopping(self) -> bool: ...
+
 
 MAX_MERGED_REJECTIONS = 100
 

@@ -64,8 +64,8 @@ from telemetry.config.sources import (
     SystemMetric,
     SystemSourceConfig,
 )
+from telemetry.protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_CLOCK_SKEW
 from telemetry.protocol.framing import DEFAULT_MAX_FRAME_BYTES
-from telemetry.protocol.messages import DEFAULT_MAX_BATCH, DEFAULT_MAX_CLOCK_SKEW
 
 __all__ = [
     "BUILTIN_SINK_MODELS",

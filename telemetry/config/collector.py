@@ -11,8 +11,8 @@ from pydantic import Field, field_validator
 from telemetry.config.base import DEFAULT_HTTP_PORT, DEFAULT_INGEST_PORT, LogConfig, Strict
 from telemetry.config.loading import TomlThenEnv
 from telemetry.config.sinks import SinkConfig, SqliteSinkConfig, check_sinks
+from telemetry.protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_CLOCK_SKEW
 from telemetry.protocol.framing import DEFAULT_MAX_FRAME_BYTES
-from telemetry.protocol.messages import DEFAULT_MAX_BATCH, DEFAULT_MAX_CLOCK_SKEW
 
 
 class CollectorSection(Strict):

@@ -19,31 +19,8 @@ from telemetry.protocol.errors import (
     ProtocolViolation,
     UnknownType,
 )
-
-# TODO(merge): importers of these from here move to ``telemetry.protocol``; then drop this line.
-from telemetry.protocol.readings import DEFAULT_MAX_CLOCK_SKEW as DEFAULT_MAX_CLOCK_SKEW
 from telemetry.protocol.readings import describe_errors
-from telemetry.protocol.readings import format_timestamp as format_timestamp
 from telemetry.protocol.schema import AGENT_ID
-
-__all__ = [
-    "DEFAULT_MAX_CLOCK_SKEW",
-    "PROTOCOL_VERSION",
-    "Ack",
-    "Batch",
-    "Error",
-    "Goaway",
-    "Hello",
-    "Nack",
-    "RejectedReading",
-    "ServerMessage",
-    "Welcome",
-    "decode_json",
-    "describe_errors",
-    "format_timestamp",
-    "parse_client_message",
-    "parse_server_message",
-]
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_BATCH = 10_000

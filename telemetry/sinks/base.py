@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
-from telemetry.protocol.messages import format_timestamp
+from telemetry.protocol import format_timestamp
 
 #: ``json.dumps(obj, ensure_ascii=False, separators=(",", ":"))`` builds an encoder per call;
 #: one shared encoder gives the same text for less.

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from telemetry.config import SqliteSinkConfig
-from telemetry.protocol.messages import format_timestamp
+from telemetry.protocol import format_timestamp
 from telemetry.sinks._common import COLUMNS, record_row, sink_name, started
 from telemetry.sinks._thread import WorkerThread
 from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError

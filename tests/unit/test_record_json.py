@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telemetry.protocol.messages import format_timestamp
+from telemetry.protocol import format_timestamp
 from telemetry.sinks.base import DeadLetter, Record
 
 _aware = st.datetimes(

@@ -30,8 +30,7 @@ from pydantic import ValidationError
 from telemetry.agent.sources.file import parse_number
 from telemetry.agent.sources.polled import PolledSource, Sample, SampleError, make_reading
 from telemetry.config import CommandSourceConfig
-from telemetry.protocol import Reading, validate_reading
-from telemetry.protocol.messages import describe_errors
+from telemetry.protocol import Reading, describe_errors, validate_reading
 
 #: Bytes of standard error kept for the failure reason.
 STDERR_KEPT = 4096

@@ -28,8 +28,7 @@ from pydantic import ValidationError
 from telemetry.agent.sources.base import ReadingSink
 from telemetry.config import PolledSourceBase
 from telemetry.log import get_logger
-from telemetry.protocol import Reading
-from telemetry.protocol.messages import describe_errors
+from telemetry.protocol import Reading, describe_errors
 
 log = get_logger("telemetry.agent.sources")
 

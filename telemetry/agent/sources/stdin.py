@@ -20,8 +20,7 @@ from pydantic import ValidationError
 from telemetry.agent.sources.base import ReadingSink
 from telemetry.config import StdinSourceConfig
 from telemetry.log import get_logger
-from telemetry.protocol import Reading, validate_reading
-from telemetry.protocol.messages import describe_errors
+from telemetry.protocol import Reading, describe_errors, validate_reading
 
 log = get_logger("telemetry.agent.sources")
 

@@ -13,7 +13,7 @@ from typing import Literal, TextIO
 from pydantic import Field
 
 from telemetry.config import PluginSinkConfig
-from telemetry.protocol.messages import format_timestamp
+from telemetry.protocol import format_timestamp
 from telemetry.sinks.base import Record, TransientSinkError
 
 COLUMNS = ["id", "agent", "sensor", "metric", "value", "unit", "ts", "tags", "received_at"]
