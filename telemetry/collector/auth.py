@@ -22,6 +22,7 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from telemetry.config import IngestConfig
 from telemetry.log import get_logger
 from telemetry.protocol import Unauthorized
 
@@ -94,3 +95,14 @@ class Authorizer:
             why = "no token and no client certificate"
         log.warning("hello_refused", agent=agent, reason=why, certificate_names=list(names))
         raise Unauthorized(REFUSED)
+
+
+def authorizer(ingest: IngestConfig, *, certificates: bool = False) -> Authorizer:
+    """The rules of an ``[ingest]`` config: its ``tokens`` (any agent id), its
+    ``credentials`` (the ids each covers) and ``allow_anonymous``. ``certificates``: clients
+    show verified certificates (mutual TLS)."""
+    credentials = [Credential(token_digest(t.get_secret_value())) for t in ingest.tokens]
+    credentials += [Credential(c.digest, tuple(c.agents)) for c in ingest.credentials]
+    return Authorizer(
+        credentials, allow_anonymous=ingest.allow_anonymous, certificates=certificates
+    )

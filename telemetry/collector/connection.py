@@ -26,7 +26,7 @@ from telemetry.collector.events import ConnectionEvents
 from telemetry.collector.pipeline import DeliveryFailed, Pipeline, Refusal
 from telemetry.collector.session import DeadLetters, Deliver, Queue, Send, Session
 from telemetry.log import get_logger
-from telemetry.protocol import FrameDecoder, IdleTimeout, ProtocolError
+from telemetry.protocol import FrameDecoder, HelloRequired, IdleTimeout, ProtocolError
 
 log = get_logger("telemetry.connection")
 
@@ -37,8 +37,6 @@ CLOSE_LINGER = 2.0
 #: lets the other connections run: a client sending at full speed gets a bounded share.
 SLICE_FRAMES = 64
 WORK_SLICE = 0.001
-#: Seconds a started frame may take to arrive whole (a slow-loris sender is cut off).
-FRAME_TIMEOUT = 30.0
 #: Bytes of replies waiting for a peer that reads slowly before the connection stops reading
 #: from it; if it takes nothing for ``idle_timeout`` seconds, the connection is closed.
 WRITE_HIGH_WATER = 256 * 1024
@@ -121,22 +119,32 @@ class Connection:
         idle = self.config.idle_timeout
         loop = asyncio.get_running_loop()
         idle_deadline = loop.time() + idle  # moved on by every complete frame, heartbeats too
+        frame_timeout = self.config.frame_timeout
         frame_deadline: float | None = None  # while a frame has started to arrive
+        # With auth on, a connection has hello_timeout seconds to say who it is.
+        hello_deadline = (
+            None if self.session.auth.anonymous else loop.time() + self.config.hello_timeout
+        )
         while not self._draining:
             self._reading = True
-            deadline = (
-                idle_deadline if frame_deadline is None else min(idle_deadline, frame_deadline)
+            if hello_deadline is not None and self.session.agent is not None:
+                hello_deadline = None
+            deadline = min(
+                d for d in (idle_deadline, frame_deadline, hello_deadline) if d is not None
             )
             try:
                 async with asyncio.timeout_at(deadline):
                     data = await self.reader.read(READ_SIZE)
             except TimeoutError:
-                if deadline == frame_deadline:
-                    detail = f"a frame took more than {FRAME_TIMEOUT:g} s to arrive"
+                error: ProtocolError
+                if deadline == hello_deadline:
+                    error = HelloRequired(f"no hello within {self.config.hello_timeout:g} s")
+                elif deadline == frame_deadline:
+                    error = IdleTimeout(f"a frame took more than {frame_timeout:g} s to arrive")
                 else:
-                    detail = f"no frame for {idle:g} s"
-                await self._fatal(IdleTimeout(detail))
-                return IdleTimeout.code
+                    error = IdleTimeout(f"no frame for {idle:g} s")
+                await self._fatal(error)
+                return error.code
             finally:
                 self._reading = False
             if not data:
@@ -155,7 +163,7 @@ class Connection:
             if not self.decoder.in_frame:
                 frame_deadline = None
             elif frames or frame_deadline is None:
-                frame_deadline = loop.time() + FRAME_TIMEOUT
+                frame_deadline = loop.time() + frame_timeout
             if frames:
                 idle_deadline = loop.time() + idle
                 await self._handle_frames(frames)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from prometheus_client.core import GaugeMetricFamily
 
 from telemetry.collector.agents import AgentSessions
+from telemetry.collector.auth import authorizer
 from telemetry.collector.connection import Connection
 from telemetry.collector.events import ConnectionEvents
 from telemetry.collector.handoff import Receiver
@@ -32,6 +33,7 @@ from telemetry.collector.session import Session
 from telemetry.config import CollectorConfig
 from telemetry.log import get_logger
 from telemetry.protocol import Error, TooManyConnections, encode_frame
+from telemetry.ratelog import RateLimitedLog
 from telemetry.sinks.base import Sink
 from telemetry.sinks.registry import build_sink
 
@@ -72,6 +74,12 @@ class Collector:
         self.state: State = "starting"
         self.connections: dict[int, Connection] = {}
         self.agents = AgentSessions(self._drain_connection, self.metrics.takeovers.inc)
+        #: Who may speak for which agent id; swapped whole when the config is reloaded.
+        self.auth = authorizer(config.ingest)
+        #: Open connections per peer IP address (``max_connections_per_ip``).
+        self._per_ip: dict[str, int] = {}
+        #: A connection flood logs its refusals at a bounded rate.
+        self._refusals = RateLimitedLog(log, 10.0)
         self.http = HttpServer(self)
         self.ingest_port: int | None = None
         self._server: asyncio.Server | None = None
@@ -273,18 +281,23 @@ class Collector:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self.connections) >= self.config.ingest.max_connections or self.state != "serving":
+        ingest = self.config.ingest
+        ip = peer_host(writer)
+        detail = None
+        if self.state != "serving":
+            detail = "collector is draining"
+        elif len(self.connections) >= ingest.max_connections:
+            detail = f"limit max_connections {ingest.max_connections}"
+        elif self._per_ip.get(ip, 0) >= ingest.max_connections_per_ip:
+            detail = f"limit max_connections_per_ip {ingest.max_connections_per_ip}"
+        if detail is not None:
             self.metrics.connections.labels("refused").inc()
             code = TooManyConnections.code
-            detail = (
-                f"limit max_connections {self.config.ingest.max_connections}"
-                if self.state == "serving"
-                else "collector is draining"
-            )
-            log.warning("connection_refused", code=code, detail=detail)
+            self._refusals.warning("connection_refused", code=code, detail=detail, ip=ip)
             writer.write(encode_frame(Error(code=code, detail=detail).encode()))
             writer.close()
             return
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
         self._next_id += 1
         self.metrics.connections.labels("accepted").inc()
         self.metrics.open_connections.inc()
@@ -299,6 +312,11 @@ class Collector:
             del self.connections[conn.conn_id]
             self._tasks.discard(task)
             self.metrics.open_connections.dec()
+            left = self._per_ip[ip] - 1
+            if left:
+                self._per_ip[ip] = left
+            else:
+                del self._per_ip[ip]
 
     def _drain_connection(self, conn_id: int, reason: str) -> None:
         conn = self.connections.get(conn_id)
@@ -314,6 +332,7 @@ class Collector:
             self.config.ingest,
             collector_id=self.config.collector.id,
             peer=peer_name(writer),
+            auth=self.auth,
             ledger=self.ledger,
             events=events,
             would_wait=self.pipeline.would_wait,
@@ -321,6 +340,12 @@ class Collector:
             dead_letter_max_bytes=self.config.collector.dead_letter_max_bytes,
         )
         return Connection(reader, writer, conn_id, session, self.pipeline, events)
+
+
+def peer_host(writer: asyncio.StreamWriter) -> str:
+    """The IP address of the other end."""
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 
 def peer_name(writer: asyncio.StreamWriter) -> str:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from telemetry.collector.auth import Authorizer, Credential, token_digest
+from telemetry.collector.auth import Authorizer, authorizer
 from telemetry.collector.ledger import Ledger
 from telemetry.collector.validation import (
     CONTROL_KEY,
@@ -61,6 +61,7 @@ from telemetry.protocol import (
     Welcome,
     encode_frame,
 )
+from telemetry.ratelog import RateLimitedLog
 from telemetry.sinks.base import DeadLetter, Record
 
 if TYPE_CHECKING:
@@ -169,44 +170,8 @@ def _utcnow() -> datetime:
 
 #: Readings of a batch validated on the exact path between two :class:`Pause` points.
 EXACT_CHUNK = 256
-#: Most rejections one ``ack`` lists; it counts the rest in ``rejected_unlisted``.
-MAX_ACK_REJECTIONS = 100
 #: Seconds between two rejection log events of one connection (the first is logged whole).
 REJECTION_LOG_INTERVAL = 10.0
-
-
-class RejectionLog:
-    """Rejections of one connection, logged at a bounded rate.
-
-    The first rejection of an interval is logged whole (``reading_rejected``); the next ones
-    are counted and summed up in one ``readings_rejected`` event (how many, the last one's
-    fields) at the first rejection after the interval, or at :meth:`flush` when the connection
-    closes. A client sending garbage at full speed costs a log line per interval, not one per
-    reading.
-    """
-
-    def __init__(self, clock: Callable[[], datetime], interval: float) -> None:
-        self._clock = clock
-        self._interval = timedelta(seconds=interval)
-        self._opened: datetime | None = None
-        self._held = 0
-        self._last: dict[str, Any] = {}
-
-    def rejected(self, event: str, **fields: Any) -> None:
-        now = self._clock()
-        if self._opened is not None and now - self._opened < self._interval:
-            self._held += 1
-            self._last = {"event": event, **fields}
-            return
-        self.flush()
-        self._opened = now
-        log.warning(event, **fields)
-
-    def flush(self) -> None:
-        """Log what is held, if anything."""
-        if self._held:
-            log.warning("readings_rejected", count=self._held, last=self._last)
-            self._held = 0
 
 
 def _sensor(raw: Any) -> str | None:
@@ -243,11 +208,7 @@ class Session:
         #: Who sends readings without a ``hello``: the peer's host (its port changes with
         #: every connection, the host does not).
         self.host = peer.rsplit(":", 1)[0] if ":" in peer else peer
-        self.auth = (
-            auth
-            if auth is not None
-            else Authorizer([Credential(token_digest(token)) for token in config.tokens])
-        )
+        self.auth = auth if auth is not None else authorizer(config)
         self.certificate_names = tuple(certificate_names)
         self.ledger = ledger if ledger is not None else Ledger()
         self.events: SessionEvents = events if events is not None else NoEvents()
@@ -258,7 +219,9 @@ class Session:
         self._dead_letter_max_bytes = dead_letter_max_bytes
         self._clock = clock
         self._skew = timedelta(seconds=config.max_clock_skew)
-        self._log = RejectionLog(clock, REJECTION_LOG_INTERVAL)
+        # One rejection logged whole per interval, the others summed up (a flood of bad
+        # readings costs a log line per interval).
+        self._log = RateLimitedLog(log, REJECTION_LOG_INTERVAL, lambda: self._clock().timestamp())
 
     @property
     def who(self) -> str:
@@ -362,7 +325,7 @@ class Session:
     ) -> Iterator[Action]:
         self.ledger.fire_and_forget_rejected += 1
         self.events.rejected(self.who, errors, kinds)
-        self._log.rejected(
+        self._log.warning(
             "reading_rejected", sensor=_sensor(raw), errors=list(errors), fire_and_forget=True
         )
         letters = self._letters([(raw, errors, None)])
@@ -425,7 +388,7 @@ class Session:
         self.events.batch()
         for rejection in rejected:
             self.events.rejected(agent, rejection.errors, rejection.kinds)
-            self._log.rejected(
+            self._log.warning(
                 "reading_rejected",
                 seq=batch.seq,
                 index=rejection.index,
@@ -501,7 +464,7 @@ class Session:
                 refused[index] = Rejection(index, errors, ("sink_refused",))
         for rejection in refused.values():
             self.events.sink_refused()
-            self._log.rejected(
+            self._log.warning(
                 "reading_refused",
                 seq=deliver.seq,
                 index=rejection.index,
@@ -514,7 +477,7 @@ class Session:
 
     def _ack(self, seq: int, accepted: int, rejected: list[Rejection]) -> bytes:
         self.events.ack()
-        listed = rejected[:MAX_ACK_REJECTIONS]
+        listed = rejected[: self.config.max_ack_rejections]
         ack = Ack(
             seq=seq,
             accepted=accepted,

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from telemetry.config.base import DEFAULT_HTTP_PORT, DEFAULT_INGEST_PORT, LogConfig, Strict
 from telemetry.config.loading import TomlThenEnv
@@ -31,6 +33,51 @@ class CollectorSection(Strict):
     workers: int = Field(default=1, ge=1)
 
 
+class CredentialConfig(Strict):
+    """``[[ingest.credentials]]``: a secret and the agent ids it may speak for (one of
+    ``token``, ``token_file`` or ``token_sha256``)."""
+
+    #: Agent ids, or globs such as ``"greenhouse-*"``, a ``hello`` with this token may claim.
+    agents: list[str] = Field(min_length=1)
+    token: SecretStr | None = None
+    #: A file holding the token (trailing newline ignored), re-read on reload (SIGHUP).
+    token_file: Path | None = None
+    #: The token's SHA-256 in hex, so that the config file holds no secret.
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    _digest: bytes = PrivateAttr(default=b"")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> CredentialConfig:
+        given = [self.token is not None, self.token_file is not None, self.token_sha256 is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of token, token_file or token_sha256")
+        if self.token is not None:
+            self._digest = _digest(self.token.get_secret_value(), "token")
+        elif self.token_file is not None:
+            try:
+                text = self.token_file.read_text("utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"cannot read token_file {self.token_file}: {exc}") from None
+            self._digest = _digest(text, f"token_file {self.token_file}")
+        else:
+            assert self.token_sha256 is not None
+            self._digest = bytes.fromhex(self.token_sha256)
+        if any(not pattern.strip() for pattern in self.agents):
+            raise ValueError("agents must not hold an empty id or glob")
+        return self
+
+    @property
+    def digest(self) -> bytes:
+        """The token's SHA-256, the only form the collector keeps."""
+        return self._digest
+
+
+def _digest(token: str, what: str) -> bytes:
+    if not token.strip():
+        raise ValueError(f"{what} is empty: an empty token would let anyone in")
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
 class IngestConfig(Strict):
     """``[ingest]``: the TCP listener agents connect to, and its limits."""
 
@@ -48,8 +95,23 @@ class IngestConfig(Strict):
     idle_timeout: float = Field(default=60.0, gt=0)
     #: Readings stamped more than this many seconds in the future are rejected.
     max_clock_skew: float = Field(default=DEFAULT_MAX_CLOCK_SKEW, ge=0)
-    #: When not empty, a ``hello`` must carry one of these tokens.
-    tokens: list[str] = Field(default_factory=list)
+    #: When not empty, a ``hello`` must carry one of these tokens; each may speak for any
+    #: agent id. ``credentials`` bind tokens to agent ids instead.
+    tokens: list[SecretStr] = Field(default_factory=list)
+    #: Tokens bound to the agent ids they may speak for (docs/security.md).
+    credentials: list[CredentialConfig] = Field(default_factory=list)
+    #: With auth on (tokens, credentials or client certificates), still take fire-and-forget
+    #: readings without a ``hello``, stored under the sender's host: for trusted LANs only.
+    allow_anonymous: bool = False
+    #: Seconds a connection has to send its ``hello`` when auth is on and anonymous readings
+    #: are not allowed.
+    hello_timeout: float = Field(default=10.0, gt=0)
+    #: Seconds a started frame may take to arrive whole (a slow sender is cut off).
+    frame_timeout: float = Field(default=30.0, gt=0)
+    #: Open connections one IP address may hold at once.
+    max_connections_per_ip: int = Field(default=1000, ge=1)
+    #: Most rejected readings one ``ack`` lists; the rest are counted (``rejected_unlisted``).
+    max_ack_rejections: int = Field(default=100, ge=0)
     #: When a sink queue is full: ``backpressure`` stops reading from connections until there
     #: is room; ``nack`` answers batches at once with ``nack`` and ``retry_after_ms``.
     on_full: Literal["backpressure", "nack"] = "backpressure"
@@ -58,6 +120,13 @@ class IngestConfig(Strict):
     #: Seconds after which a connection gets ``goaway`` so agents rebalance across
     #: collectors (0: never); each connection's age is drawn within +-10% of it.
     max_connection_age: float = Field(default=0, ge=0)
+
+    @field_validator("tokens")
+    @classmethod
+    def _no_empty_token(cls, tokens: list[SecretStr]) -> list[SecretStr]:
+        if any(not token.get_secret_value().strip() for token in tokens):
+            raise ValueError("a token is empty: an empty token would let anyone in")
+        return tokens
 
 
 class HttpConfig(Strict):

@@ -618,11 +618,10 @@ async def test_health_answers_while_a_sink_is_still_starting(tmp_path):
         await collector.shutdown()
 
 
-async def test_a_frame_that_trickles_in_is_cut_off(start_collector, monkeypatch):
-    """A started frame that does not arrive whole within the frame deadline ends the
-    connection with an error, even while bytes keep coming (slow loris)."""
-    monkeypatch.setattr("telemetry.collector.connection.FRAME_TIMEOUT", 0.5)
-    collector = await start_collector(sinks=[RecordingSink()])
+async def test_a_frame_that_trickles_in_is_cut_off(start_collector):
+    """A started frame that does not arrive whole within frame_timeout ends the connection
+    with an error, even while bytes keep coming (slow loris)."""
+    collector = await start_collector(sinks=[RecordingSink()], ingest={"frame_timeout": 0.5})
     client = await WireClient.connect(collector.ingest_port)
     payload = frame({"sensor": "slow", "value": 1})
     for byte in payload[:-1]:
@@ -686,3 +685,36 @@ async def test_connection_churn_leaves_no_live_state_behind(start_collector):
         await asyncio.sleep(0.05)
     assert collector.connections == {}
     assert collector.live.agents == {}
+
+
+async def test_with_auth_on_a_silent_connection_must_say_hello_in_time(start_collector):
+    """With tokens set, a connection that sends no hello within hello_timeout is closed."""
+    collector = await start_collector(
+        sinks=[RecordingSink()], ingest={"tokens": ["t"], "hello_timeout": 0.5}
+    )
+    client = await WireClient.connect(collector.ingest_port)
+    await client.send_raw(b"0         ")  # a heartbeat is not a hello
+    error = await client.recv(wait=3.0)
+    assert (error["type"], error["code"]) == ("error", "hello_required")
+    assert await client.closed(wait=2.0)
+
+
+async def test_one_ip_holds_at_most_max_connections_per_ip(start_collector):
+    """Past max_connections_per_ip, another connection from that IP is refused at once."""
+    collector = await start_collector(sinks=[RecordingSink()], ingest={"max_connections_per_ip": 3})
+    held = [await WireClient.connect(collector.ingest_port) for _ in range(3)]
+    for client in held:
+        await client.hello(f"a{id(client)}")
+    extra = await WireClient.connect(collector.ingest_port)
+    error = await extra.recv(wait=2.0)
+    assert (error["code"], "max_connections_per_ip" in error["detail"]) == (
+        "too_many_connections",
+        True,
+    )
+    await held[0].close()
+    for _ in range(100):
+        if len(collector.connections) < 3:
+            break
+        await asyncio.sleep(0.02)
+    again = await WireClient.connect(collector.ingest_port)
+    assert (await again.hello("again"))["type"] == "welcome"

@@ -151,3 +151,23 @@ def test_importing_the_config_package_imports_no_collector_and_no_backend():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_empty_tokens_and_credentials_are_config_errors(tmp_path) -> None:
+    """tokens = ["", "real"] and a credential with an empty token or none are refused."""
+    from pydantic import ValidationError
+
+    from telemetry.config import IngestConfig
+
+    with pytest.raises(ValidationError, match="empty"):
+        IngestConfig(tokens=["", "real"])
+    with pytest.raises(ValidationError, match="empty"):
+        IngestConfig(credentials=[{"agents": ["a"], "token": "  "}])
+    with pytest.raises(ValidationError, match="exactly one"):
+        IngestConfig(credentials=[{"agents": ["a"]}])
+    secret = tmp_path / "token"
+    secret.write_text("s3cret\n")
+    config = IngestConfig(credentials=[{"agents": ["gh-*"], "token_file": str(secret)}])
+    import hashlib
+
+    assert config.credentials[0].digest == hashlib.sha256(b"s3cret").digest()

@@ -4,18 +4,16 @@ actions out, with no event loop and no socket."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import structlog.testing
 
 from telemetry.collector.session import (
-    MAX_ACK_REJECTIONS,
     DeadLetters,
     Deliver,
     Queue,
-    RejectionLog,
     Send,
     Session,
 )
@@ -34,6 +32,7 @@ from telemetry.protocol import (
     Welcome,
     parse_server_message,
 )
+from telemetry.ratelog import RateLimitedLog
 
 NOW = datetime(2026, 11, 27, 7, 15, tzinfo=UTC)
 
@@ -238,25 +237,25 @@ def test_an_ack_lists_at_most_max_ack_rejections_and_counts_the_rest() -> None:
     sends = [a for a in actions if isinstance(a, Send)]
     (ack,) = replies(sends[0].data)
     assert isinstance(ack, Ack)
-    assert len(ack.rejected) == MAX_ACK_REJECTIONS
-    assert ack.rejected_unlisted == 10_000 - MAX_ACK_REJECTIONS
+    assert len(ack.rejected) == 100
+    assert ack.rejected_unlisted == 10_000 - 100
     assert ack.rejected_count == 10_000
     assert len(sends[0].data) < 20_000
 
 
 def test_rejections_are_logged_once_then_summed_up() -> None:
     """Within the interval the first rejection is logged whole and the rest in one summary."""
-    clock = [NOW]
-    log = RejectionLog(lambda: clock[0], interval=10)
+    clock = [0.0]
+    log = RateLimitedLog(structlog.get_logger("t"), 10, lambda: clock[0])
     with structlog.testing.capture_logs() as captured:
         for n in range(500):
-            log.rejected("reading_rejected", index=n)
+            log.warning("reading_rejected", index=n)
         log.flush()
-        clock[0] = NOW + timedelta(seconds=11)
-        log.rejected("reading_rejected", index=500)
+        clock[0] = 11.0
+        log.warning("reading_rejected", index=500)
     assert [(e["event"], e.get("index"), e.get("count")) for e in captured] == [
         ("reading_rejected", 0, None),
-        ("readings_rejected", None, 499),
+        ("reading_rejected_suppressed", None, 499),
         ("reading_rejected", 500, None),
     ]
 

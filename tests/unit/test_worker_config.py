@@ -21,7 +21,8 @@ def test_env_overrides_writes_what_the_config_loader_reads(monkeypatch: pytest.M
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     config = CollectorConfig()
-    assert (config.ingest.port, config.ingest.tokens, config.http.enabled) == (7700, ["a"], False)
+    tokens = [t.get_secret_value() for t in config.ingest.tokens]
+    assert (config.ingest.port, tokens, config.http.enabled) == (7700, ["a"], False)
 
 
 def test_a_worker_loads_the_supervisors_config_with_its_own_ports_and_id(
