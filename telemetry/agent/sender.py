@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import structlog
 
 from telemetry.agent.backoff import Backoff
-from telemetry.agent.connection import CollectorError, Connection, ConnectionClosed, remember
+from telemetry.agent.connection import CollectorError, CollectorLink, ConnectionClosed, remember
 from telemetry.agent.spool import BATCH_TOO_LARGE, Spool, SpooledBatch
 from telemetry.config import AgentSection
 from telemetry.log import get_logger
@@ -147,7 +147,7 @@ class Sender:
         section = self.section
         with structlog.contextvars.bound_contextvars(endpoint=endpoint):
             try:
-                conn = await Connection.open(endpoint, section.connect_timeout)
+                conn = await CollectorLink.open(endpoint, section.connect_timeout)
             except (OSError, TimeoutError) as exc:
                 log.warning("connect_failed", error=str(exc) or type(exc).__name__)
                 return Outcome.CONNECT_FAILED
@@ -183,7 +183,9 @@ class Sender:
 class _Session:
     """One welcomed connection: the writer and reader tasks and the window they share."""
 
-    def __init__(self, sender: Sender, conn: Connection, window: int, max_frame_bytes: int) -> None:
+    def __init__(
+        self, sender: Sender, conn: CollectorLink, window: int, max_frame_bytes: int
+    ) -> None:
         self.sender = sender
         self.spool = sender.spool
         self.section = sender.section
