@@ -5,7 +5,7 @@ at least once; :func:`run_agent` runs an agent fed by configured sources; :func:
 sends one batch and returns its ack.
 """
 
-from telemetry.agent.agent import Agent, Ledger
+from telemetry.agent.agent import Agent, AgentLedger
 from telemetry.agent.backoff import Backoff
 from telemetry.agent.batching import Batcher
 from telemetry.agent.connection import CollectorError
@@ -25,12 +25,12 @@ from telemetry.agent.spool import MemorySpool, Spool, SpooledBatch, open_spool
 
 __all__ = [
     "Agent",
+    "AgentLedger",
     "Backoff",
     "BadLine",
     "Batcher",
     "CollectorError",
     "DiskSpool",
-    "Ledger",
     "MemorySpool",
     "SendError",
     "Sender",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from telemetry.agent import Backoff, Batcher, Ledger
+from telemetry.agent import AgentLedger, Backoff, Batcher
 
 
 def test_batch_closes_at_batch_size() -> None:
@@ -75,9 +75,9 @@ def test_backoff_reset_and_huge_attempts() -> None:
 
 def test_ledger_balance() -> None:
     """The ledger is balanced only when every produced reading is in exactly one bucket."""
-    good = Ledger(
+    good = AgentLedger(
         produced=10, acked=5, rejected=1, dropped=2, pending=2, batches_sent=4, batches_resent=1
     )
     assert good.balanced
-    assert not Ledger(10, 5, 1, 2, 1, 4, 1).balanced
+    assert not AgentLedger(10, 5, 1, 2, 1, 4, 1).balanced
     assert good.as_dict()["acked"] == 5
