@@ -12,7 +12,8 @@ from telemetry.agent.connection import CollectorError
 from telemetry.agent.disk_spool import DiskSpool, SpoolError
 from telemetry.agent.oneshot import SendError, send_once
 from telemetry.agent.run import run_agent
-from telemetry.agent.sender import Sender, SenderStats
+from telemetry.agent.sender import Sender
+from telemetry.agent.session import SenderStats
 from telemetry.agent.sources import (
     BadLine,
     SimulatedSource,

@@ -1,4 +1,11 @@
-"""``telemetry send``: one batch, one ack, no spool and no retry."""
+"""``telemetry send``: one batch, one ack, no spool and no retry.
+
+How this works: :func:`send_once` opens a :class:`~telemetry.agent.connection.CollectorLink`
+to the first endpoint that answers, performs ``hello`` -> ``welcome``, writes one ``batch``
+and reads until the ``ack`` or ``nack`` for its ``seq`` (other messages are skipped), all
+within one timeout. Anything but the ack is a :class:`SendError`; nothing is kept for
+a later try (the long-lived :class:`~telemetry.agent.sender.Sender` is the one that retries).
+"""
 
 from __future__ import annotations
 
