@@ -2,16 +2,16 @@
 
 How this works: :meth:`Sender.run` loops forever over the configured endpoints, in turn.
 Each pass connects, sends ``hello``, waits for ``welcome`` (``connect_timeout``) and then
-serves a :class:`~telemetry.agent.session.Session`, the sans-I/O core that holds the window,
-acks, nacks, goaway drain, timeouts and the send counters. This module only moves bytes and
-applies the session's answers, with two tasks until the session ends:
+serves an :class:`~telemetry.agent.session.AgentSession`, the sans-I/O core that holds the
+window, acks, nacks, goaway drain, timeouts and the send counters. This module only moves
+bytes and applies the session's answers, with two tasks until the session ends:
 
-- the *reader* awaits the collector's messages, hands each to :meth:`Session.receive` and
+- the *reader* awaits the collector's messages, hands each to the session's ``receive`` and
   applies what it answers (an ack removes the batch from the spool);
-- the *writer* asks :meth:`Session.next_action` what to do, writes the frames it names (a
-  batch, a heartbeat), drops from the spool what it says is too large, and otherwise sleeps on
-  one :class:`asyncio.Event` (set by a new batch or an incoming message) with a timeout at
-  :attr:`Session.next_deadline`: no polling.
+- the *writer* asks the session's ``next_action`` what to do, writes the frames it names (a
+  batch, a heartbeat), drops from the spool what it says is too large, and otherwise sleeps
+  on one :class:`asyncio.Event` (set by a new batch or an incoming message) with a timeout at
+  the session's ``next_deadline``: no polling.
 
 Everything unacked stays in the spool, so a lost connection costs a resend, never a reading.
 Between two connections the sender waits a full-jitter backoff delay, reset by a ``welcome``.
@@ -35,12 +35,12 @@ from telemetry.agent.connection import (
 )
 from telemetry.agent.session import (
     AckBatch,
+    AgentSession,
     DropBatch,
     EndSession,
     Outcome,
     SenderStats,
     SendFrame,
-    Session,
 )
 from telemetry.agent.spool import Spool
 from telemetry.config import AgentSection
@@ -141,7 +141,7 @@ class Sender:
                     log.warning("handshake_failed", error=str(exc) or type(exc).__name__)
                     return Outcome.CONNECT_FAILED
                 self._backoff.reset()
-                session = Session(
+                session = AgentSession(
                     welcome,
                     self.spool,
                     self.stats,
@@ -165,7 +165,7 @@ class Sender:
                 self.endpoint = None
                 await link.close()
 
-    async def _serve(self, link: CollectorLink, session: Session) -> Outcome:
+    async def _serve(self, link: CollectorLink, session: AgentSession) -> Outcome:
         """Run the reader and the writer until the session ends; the first to end says why."""
         reader = asyncio.create_task(self._read(link, session), name="agent-reader")
         writer = asyncio.create_task(self._write(link, session), name="agent-writer")
@@ -177,7 +177,7 @@ class Sender:
                 task.cancel()
             await asyncio.gather(reader, writer, return_exceptions=True)
 
-    async def _read(self, link: CollectorLink, session: Session) -> Outcome:
+    async def _read(self, link: CollectorLink, session: AgentSession) -> Outcome:
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -191,7 +191,7 @@ class Sender:
                 self._apply(action)
             self.wake()
 
-    async def _write(self, link: CollectorLink, session: Session) -> Outcome:
+    async def _write(self, link: CollectorLink, session: AgentSession) -> Outcome:
         loop = asyncio.get_running_loop()
         try:
             while True:

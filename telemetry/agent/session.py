@@ -1,16 +1,16 @@
-"""One delivery session, sans-I/O: the window, acks, nacks, goaway, timeouts and the books.
+"""The agent's side of one connection, sans-I/O: window, acks, nacks, drain, timeouts, books.
 
-How this works: a :class:`Session` holds the rules of one welcomed connection as a plain
-object: no asyncio, no socket, no awaits, and the time always passed in (``now``). The asyncio
-sender (:mod:`telemetry.agent.sender`) reads, writes and sleeps; it tells the session what
-happened and does what the session answers:
+How this works: an :class:`AgentSession` holds the rules of one welcomed connection as a
+plain object: no asyncio, no socket, no awaits, and the time always passed in (``now``). The
+asyncio sender (:mod:`telemetry.agent.sender`) reads, writes and sleeps; it tells the session
+what happened and does what the session answers:
 
-- :meth:`Session.receive` takes a collector message. An ``ack`` frees the batch's window slot
-  and answers :class:`AckBatch` (the caller removes the batch from the spool); a ``nack``
-  keeps the slot and schedules the resend after ``retry_after_ms``; a ``goaway`` stops new
-  sends and starts the drain (in-flight batches may still be acked until ``ack_timeout``); an
-  ``error`` or a second ``welcome`` ends the session (:class:`EndSession`).
-- :meth:`Session.next_action` is asked after every event and every write, and when the
+- :meth:`~AgentSession.receive` takes a collector message. An ``ack`` frees the batch's
+  window slot and answers :class:`AckBatch` (the caller removes the batch from the spool); a
+  ``nack`` keeps the slot and schedules the resend after ``retry_after_ms``; a ``goaway``
+  stops new sends and starts the drain (in-flight batches may still be acked until
+  ``ack_timeout``); an ``error`` or a second ``welcome`` ends the session (:class:`EndSession`).
+- :meth:`~AgentSession.next_action` is asked after every event and every write, and when the
   sender wakes ("a batch was spooled", "time passed"). It answers one thing to do at a time:
   :class:`EndSession` when the drain is over or the oldest in-flight batch has waited
   ``ack_timeout``; :class:`SendFrame` for a nacked batch whose retry is due, then for the
@@ -18,10 +18,10 @@ happened and does what the session answers:
   waiting for their retry still count), then for a heartbeat after ``heartbeat_interval`` of
   silence; :class:`DropBatch` for a batch larger than the collector's ``max_frame_bytes``
   (the collector would close the connection on it, forever); None when nothing is due before
-  :attr:`Session.next_deadline`.
-- :meth:`Session.written` says a :class:`SendFrame` went out: the heartbeat clock restarts and
-  the :class:`SenderStats` count the send (a ``seq`` sent before, on any connection, is a
-  resend). :meth:`Session.lost` says the connection broke.
+  :attr:`~AgentSession.next_deadline`.
+- :meth:`~AgentSession.written` says a :class:`SendFrame` went out: the heartbeat clock
+  restarts and the :class:`SenderStats` count the send (a ``seq`` sent before, on any
+  connection, is a resend). :meth:`~AgentSession.lost` says the connection broke.
 
 The session reads the spool through :class:`SpoolView` (which batches exist) but never
 changes it: acks and drops come back as actions for the caller to apply. Every rule about
@@ -97,7 +97,7 @@ class SpoolView(Protocol):
 
 @dataclass(frozen=True)
 class SendFrame:
-    """Write ``frame``, then call :meth:`Session.written`: a batch's frame, or a heartbeat
+    """Write ``frame``, then call :meth:`AgentSession.written`: a batch's frame, or a heartbeat
     (``batch`` None)."""
 
     frame: bytes
@@ -127,7 +127,7 @@ class EndSession:
     outcome: Outcome
 
 
-class Session:
+class AgentSession:
     """The window, retry and drain rules of one welcomed connection, and their books.
 
     ``window`` is the agent's own; the session uses the smaller of it and the welcome's.

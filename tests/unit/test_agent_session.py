@@ -7,12 +7,12 @@ from structlog.testing import capture_logs
 
 from telemetry.agent.session import (
     AckBatch,
+    AgentSession,
     DropBatch,
     EndSession,
     Outcome,
     SenderStats,
     SendFrame,
-    Session,
 )
 from telemetry.agent.spool import BATCH_TOO_LARGE, MemorySpool
 from telemetry.protocol import HEARTBEAT, Ack, Error, Goaway, Nack, RejectedReading, Welcome
@@ -37,10 +37,10 @@ def session_on(
     max_frame_bytes: int = 1 << 20,
     stats: SenderStats | None = None,
     now: float = 0.0,
-) -> Session:
+) -> AgentSession:
     """A session just welcomed at ``now``."""
     welcome = Welcome(collector="c", max_frame_bytes=max_frame_bytes, window=welcome_window)
-    return Session(
+    return AgentSession(
         welcome,
         spool,
         stats or SenderStats(),
@@ -51,7 +51,7 @@ def session_on(
     )
 
 
-def run(session: Session, now: float) -> list[SendFrame | DropBatch | EndSession]:
+def run(session: AgentSession, now: float) -> list[SendFrame | DropBatch | EndSession]:
     """Everything the session does at ``now``, as the sender would: each frame written at once."""
     actions: list[SendFrame | DropBatch | EndSession] = []
     while (action := session.next_action(now)) is not None:
