@@ -6,7 +6,7 @@ How this works: :meth:`Agent.send` validates a reading and adds it to the curren
 sender is woken. The sender removes batches from the spool as acks arrive; the agent keeps an
 :class:`asyncio.Event` set while nothing is pending, which :meth:`Agent.wait_acked` awaits.
 
-The :class:`Ledger` says where every reading is. Its balanced counters come from the spool,
+The :class:`AgentLedger` says where every reading is. Its balanced counters come from the spool,
 which updates them with the state they describe (for a disk spool, in the same transaction),
 plus the open batch: so ``produced = acked + rejected + dropped + pending`` holds at any time,
 and with a disk spool across restarts and crashes too (the counters then cover the spool
@@ -37,7 +37,7 @@ log = get_logger("telemetry.agent")
 
 
 @dataclass(frozen=True)
-class Ledger:
+class AgentLedger:
     """Where every reading given to the agent is: ``produced = acked + rejected + dropped +
     pending`` always holds.
 
@@ -219,12 +219,12 @@ class Agent:
         return True
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> AgentLedger:
         """A snapshot of the reading counters."""
         stats = self._sender.stats
         spool = self.spool
         open_batch = len(self._batcher)
-        return Ledger(
+        return AgentLedger(
             produced=spool.spooled + open_batch,
             acked=spool.acked,
             rejected=spool.rejected,

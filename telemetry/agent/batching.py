@@ -1,9 +1,9 @@
 """The current batch, sans-I/O: readings in, closed batches out.
 
-A batch closes when it holds ``batch_size`` readings (:meth:`Batcher.add` returns it) or when
-``flush_interval`` seconds have passed since its first reading (the caller asks
-:meth:`Batcher.due` at :attr:`Batcher.deadline` and then calls :meth:`Batcher.take`).
-Time is passed in, so the logic is tested without an event loop.
+How this works: a batch closes when it holds ``batch_size`` readings (:meth:`Batcher.add`
+returns it) or when ``flush_interval`` seconds have passed since its first reading (the
+caller sleeps until :attr:`Batcher.deadline` and then calls :meth:`Batcher.take`). Time is
+passed in, so the logic is tested without an event loop.
 """
 
 from __future__ import annotations
@@ -46,11 +46,6 @@ class Batcher:
         if len(readings) >= self.batch_size:
             return self.take()
         return None
-
-    def due(self, now: float) -> bool:
-        """True when the current batch is not empty and has waited ``flush_interval``."""
-        deadline = self.deadline
-        return deadline is not None and now >= deadline
 
     def take(self) -> list[bytes]:
         """Close the current batch and return its readings (maybe none); start a new one."""

@@ -1,8 +1,13 @@
-"""One TCP connection to a collector: bytes moved by asyncio, framing by the sans-I/O decoder.
+"""The agent's link to one collector: bytes moved by asyncio, framing by the sans-I/O decoder.
 
-:class:`Connection` sends frames (``write`` then ``drain``, so a slow collector slows the
-agent instead of growing a buffer) and yields the collector's messages. :meth:`handshake`
-performs ``hello`` -> ``welcome``. Both the long-lived sender and :func:`send_once` use it.
+How this works: :meth:`CollectorLink.open` resolves the endpoint (falling back to the
+addresses it last resolved to, see :func:`resolve`) and connects. :meth:`CollectorLink.send`
+writes one frame then drains, so a slow collector slows the agent instead of growing a
+buffer; :meth:`CollectorLink.receive` feeds what it reads to a
+:class:`~telemetry.protocol.FrameDecoder` and returns the next collector message.
+:meth:`CollectorLink.handshake` performs ``hello`` -> ``welcome``. Both the long-lived sender
+and :func:`~telemetry.agent.oneshot.send_once` use it; what to send when is decided elsewhere
+(:mod:`telemetry.agent.session`).
 """
 
 from __future__ import annotations
@@ -15,21 +20,17 @@ from collections import deque
 from telemetry.config import parse_endpoint
 from telemetry.log import get_logger
 from telemetry.protocol import (
-    Ack,
     Error,
     FrameDecoder,
-    Goaway,
     Hello,
-    Nack,
     ProtocolViolation,
     Welcome,
     encode_frame,
     parse_server_message,
 )
+from telemetry.protocol.messages import ServerMessage
 
 log = get_logger("telemetry.agent.connection")
-
-ServerMessage = Welcome | Ack | Nack | Goaway | Error
 
 # Collector messages are small, but an ack listing thousands of rejected readings is not.
 MAX_SERVER_FRAME_BYTES = 64 * 1024 * 1024
@@ -89,7 +90,7 @@ class ConnectionClosed(Exception):
     """The collector closed the connection."""
 
 
-class Connection:
+class CollectorLink:
     """A connected stream to one collector endpoint."""
 
     def __init__(
@@ -102,7 +103,7 @@ class Connection:
         self._frames: deque[bytes] = deque()
 
     @classmethod
-    async def open(cls, endpoint: str, timeout: float) -> Connection:
+    async def open(cls, endpoint: str, timeout: float) -> CollectorLink:
         """Connect to ``host:port``; OSError or TimeoutError when that fails.
 
         When the name lookup fails or is slow and the host resolved before, its last good

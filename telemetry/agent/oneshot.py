@@ -1,4 +1,11 @@
-"""``telemetry send``: one batch, one ack, no spool and no retry."""
+"""``telemetry send``: one batch, one ack, no spool and no retry.
+
+How this works: :func:`send_once` opens a :class:`~telemetry.agent.connection.CollectorLink`
+to the first endpoint that answers, performs ``hello`` -> ``welcome``, writes one ``batch``
+and reads until the ``ack`` or ``nack`` for its ``seq`` (other messages are skipped), all
+within one timeout. Anything but the ack is a :class:`SendError`; nothing is kept for
+a later try (the long-lived :class:`~telemetry.agent.sender.Sender` is the one that retries).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from telemetry.agent.connection import CollectorError, Connection, ConnectionClosed
+from telemetry.agent.connection import CollectorError, CollectorLink, ConnectionClosed
 from telemetry.config import AgentSection
 from telemetry.log import get_logger
 from telemetry.protocol import Ack, Batch, Error, Hello, Nack, ProtocolError, encode_frame
@@ -36,25 +43,25 @@ async def send_once(
     batch = encode_frame(Batch(seq=seq, readings=readings).encode())
     try:
         async with asyncio.timeout(timeout):
-            conn = await _connect(section)
+            link = await _connect(section)
             try:
-                await conn.handshake(
+                await link.handshake(
                     Hello(agent=section.id, token=section.token), section.connect_timeout
                 )
-                await conn.send(batch)
+                await link.send(batch)
                 while True:
-                    message = await conn.receive()
+                    message = await link.receive()
                     if isinstance(message, Ack) and message.seq == seq:
                         return message
                     if isinstance(message, Nack) and message.seq == seq:
                         raise SendError(
-                            f"collector {conn.endpoint} did not take the batch: "
+                            f"collector {link.endpoint} did not take the batch: "
                             f"{message.reason} (retry after {message.retry_after_ms} ms)"
                         )
                     if isinstance(message, Error):
                         raise CollectorError(message.code, message.detail)
             finally:
-                await conn.close()
+                await link.close()
     except TimeoutError:
         raise SendError(f"no ack within {timeout} s") from None
     except CollectorError as exc:
@@ -63,11 +70,11 @@ async def send_once(
         raise SendError(f"connection to the collector failed: {exc}") from None
 
 
-async def _connect(section: AgentSection) -> Connection:
+async def _connect(section: AgentSection) -> CollectorLink:
     failures: list[str] = []
     for endpoint in section.endpoints:
         try:
-            return await Connection.open(endpoint, section.connect_timeout)
+            return await CollectorLink.open(endpoint, section.connect_timeout)
         except (OSError, TimeoutError) as exc:
             log.debug("connect_failed", endpoint=endpoint, error=str(exc) or type(exc).__name__)
             failures.append(f"{endpoint}: {exc or type(exc).__name__}")

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from telemetry.agent import connection as connection_module
-from telemetry.agent.connection import Connection, remember, resolve
+from telemetry.agent.connection import CollectorLink, remember, resolve
 from tests.support import timeout
 
 
@@ -32,7 +32,7 @@ async def test_a_failed_lookup_uses_the_last_good_address(monkeypatch) -> None:
             raise socket.gaierror("Temporary failure in name resolution")
 
         monkeypatch.setattr(connection_module, "_getaddrinfo", broken)
-        conn = await Connection.open(f"localhost:{port}", timeout(5))
+        conn = await CollectorLink.open(f"localhost:{port}", timeout(5))
         await conn.close()
 
         async def stuck(host: str, port: int) -> list[tuple[str, int]]:
@@ -42,7 +42,7 @@ async def test_a_failed_lookup_uses_the_last_good_address(monkeypatch) -> None:
         monkeypatch.setattr(connection_module, "_getaddrinfo", stuck)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        conn = await Connection.open(f"localhost:{port}", timeout(5))
+        conn = await CollectorLink.open(f"localhost:{port}", timeout(5))
         await conn.close()
         assert loop.time() - started < connection_module.FALLBACK_AFTER + 1
 
