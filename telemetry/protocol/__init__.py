@@ -1,7 +1,7 @@
 """Wire protocol v1, sans-I/O (docs/protocol.md): framing, messages, readings and errors.
 
 Imports no asyncio and no socket. The collector's session rules build on it
-(:mod:`telemetry.collector.session`), as the agent's do (:mod:`telemetry.agent.window`).
+(:mod:`telemetry.collector.session`), as the agent's do (:mod:`telemetry.agent.session`).
 """
 
 from telemetry.protocol.errors import (
