@@ -98,12 +98,19 @@ async def _run(config: AgentConfig, sources: Sequence[Source], spool: Spool) -> 
             log.info("stop_requested", signal=name, timeout=config.agent.shutdown_timeout)
             stop.set()
 
+    def on_hangup() -> None:
+        # SIGHUP would end the process undrained; an agent keeps running and says so.
+        log.info("reload_requested", note="the agent keeps running; restart it to apply")
+
     agent = Agent(config.agent, spool)
     installed: list[signal.Signals] = []
     for sig in _SIGNALS:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, on_signal, sig)
             installed.append(sig)
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        installed.append(signal.SIGHUP)
 
     tasks = [
         asyncio.create_task(_run_source(source, agent), name=f"source-{source.name}")

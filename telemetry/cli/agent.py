@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -49,6 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the agent; the process leaves with its exit code (see :func:`_exit_now`)."""
+    # Until the agent's own handler is in place, a SIGHUP must not end it undrained.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from telemetry.agent import run_agent
     from telemetry.log import configure_logging
     from telemetry.runtime import run_async

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the collector until it is told to stop; 0 after a drain."""
+    # Until the collector's own handler is in place, a SIGHUP must not end it undrained.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     import structlog
 
     from telemetry.collector import Collector, ListenError
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
             handoff = socket.socket(fileno=int(os.environ[HANDOFF_FD_ENV]))
 
     async def main() -> None:
-        await Collector(config, handoff=handoff).run(on_started=_tune_gc)
+        collector = Collector(config, handoff=handoff, config_path=args.config)
+        await collector.run(on_started=_tune_gc)
 
     try:
         if workers > 1 and WORKER_ENV not in os.environ:

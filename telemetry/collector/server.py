@@ -15,6 +15,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 from prometheus_client.core import GaugeMetricFamily
@@ -30,8 +31,8 @@ from telemetry.collector.live import LiveView
 from telemetry.collector.metrics import Metrics
 from telemetry.collector.pipeline import Pipeline, SinkRunner
 from telemetry.collector.session import Session
-from telemetry.config import CollectorConfig
-from telemetry.log import get_logger
+from telemetry.config import CollectorConfig, ConfigError, load_config
+from telemetry.log import configure_logging, get_logger
 from telemetry.protocol import Error, TooManyConnections, encode_frame
 from telemetry.ratelog import RateLimitedLog
 from telemetry.sinks.base import Sink
@@ -55,10 +56,13 @@ class Collector:
         sinks: list[Sink] | None = None,
         *,
         handoff: socket.socket | None = None,
+        config_path: Path | None = None,
     ) -> None:
         """``handoff``: a ``--workers`` worker's end of the supervisor's connection hand-off
         (see :mod:`telemetry.collector.handoff`); it then listens on no port of its own."""
         self.config = config
+        #: The file :meth:`reload` re-reads (SIGHUP); ``None``: defaults and environment only.
+        self.config_path = config_path
         self.metrics = Metrics()
         self.ledger = Ledger()
         self.live = LiveView()
@@ -157,10 +161,16 @@ class Collector:
 
         ``on_started`` runs once the listeners are up (the CLI tunes the GC there).
         """
-        await self.start()
+        loop = asyncio.get_running_loop()
+        # Before the listeners open: a SIGHUP that comes as soon as the port answers reloads.
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self.start()
+        except BaseException:
+            loop.remove_signal_handler(signal.SIGHUP)
+            raise
         if on_started is not None:
             on_started()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         ledger_task = asyncio.create_task(
@@ -173,7 +183,47 @@ class Collector:
             ledger_task.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-            await self.shutdown()
+            try:
+                await self.shutdown()
+            finally:
+                loop.remove_signal_handler(signal.SIGHUP)  # after the drain: never kills it
+
+    def reload(self) -> bool:
+        """Re-read the config (SIGHUP) and apply, without dropping a connection, what can
+        change live: credentials and auth rules, the ingest limits of new connections and
+        the log level. What needs a restart (ports, sinks, the HTTP side port) is logged.
+        A config that does not load is refused and the running one kept; ``False`` then."""
+        log.info("reload_requested", config=str(self.config_path) if self.config_path else None)
+        try:
+            new = load_config(CollectorConfig, self.config_path)
+        except ConfigError as exc:
+            log.error("reload_refused", errors=str(exc))
+            return False
+        old = self.config
+        fixed = {"host": old.ingest.host, "port": old.ingest.port}
+        restart = [
+            key
+            for key, changed in (
+                ("ingest.host", new.ingest.host != old.ingest.host),
+                ("ingest.port", new.ingest.port != old.ingest.port),
+                ("ingest.reuse_port", new.ingest.reuse_port != old.ingest.reuse_port),
+                ("sinks", new.sinks != old.sinks),
+                ("http", new.http != old.http),
+                ("collector", new.collector != old.collector),
+            )
+            if changed
+        ]
+        ingest = new.ingest.model_copy(update=fixed)
+        self.auth = authorizer(ingest)
+        self.config = old.model_copy(update={"ingest": ingest, "log": new.log})
+        if new.log != old.log:
+            configure_logging(new.log.level, new.log.format)
+        log.info(
+            "config_reloaded",
+            credentials=len(self.auth.credentials),
+            needs_restart=restart or None,
+        )
+        return True
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("signal_received", signal=sig.name)

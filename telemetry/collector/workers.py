@@ -203,12 +203,20 @@ class Supervisor:
             delay = min(delay * 2, 0.5)
         return False
 
+    def _reload_workers(self) -> None:
+        """SIGHUP: each worker re-reads the config itself (see ``Collector.reload``)."""
+        log.info("reload_requested", workers=len(self.workers))
+        for worker in self.workers:
+            if worker.process is not None and worker.process.returncode is None:
+                worker.process.send_signal(signal.SIGHUP)
+
     async def run(self) -> int:
         """Run the group until a signal; the exit status of the collector."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_workers)
         self._listen()
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         accepting: asyncio.Task[None] | None = None
@@ -243,7 +251,7 @@ class Supervisor:
             for worker in self.workers:
                 if worker.channel is not None:
                     worker.channel.close()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             if self._http is not None:
                 await self._http.close()

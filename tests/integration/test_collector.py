@@ -718,3 +718,43 @@ async def test_one_ip_holds_at_most_max_connections_per_ip(start_collector):
         await asyncio.sleep(0.02)
     again = await WireClient.connect(collector.ingest_port)
     assert (await again.hello("again"))["type"] == "welcome"
+
+
+async def test_reload_swaps_credentials_without_dropping_a_connection(tmp_path):
+    """After a reload, new hellos meet the new tokens while a connection admitted under the
+    old ones keeps delivering; a config that does not load is refused and the old one kept."""
+    from telemetry.collector import Collector
+    from telemetry.config import CollectorConfig, load_config
+
+    path = tmp_path / "collector.toml"
+
+    def write(token: str) -> None:
+        path.write_text(
+            '[ingest]\nhost = "127.0.0.1"\nport = 0\n'
+            f'tokens = ["{token}"]\n'
+            "[http]\nenabled = false\n"
+            f'[[sinks]]\ntype = "sqlite"\npath = "{tmp_path / "t.db"}"\n'
+        )
+
+    write("old")
+    collector = Collector(load_config(CollectorConfig, path), config_path=path)
+    await collector.start()
+    try:
+        port = collector.ingest_port
+        kept = await WireClient.connect(port)
+        assert (await kept.hello("a", token="old"))["type"] == "welcome"
+        write("new")
+        assert collector.reload()
+        stale = await WireClient.connect(port)
+        await stale.send({"type": "hello", "agent": "b", "token": "old"})
+        assert (await stale.recv())["code"] == "unauthorized"
+        fresh = await WireClient.connect(port)
+        assert (await fresh.hello("c", token="new"))["type"] == "welcome"
+        await kept.send({"type": "batch", "seq": 0, "readings": [{"sensor": "s", "value": 1}]})
+        assert (await kept.recv())["accepted"] == 1
+        path.write_text("[ingest]\ntokens = [\n")  # broken TOML
+        assert not collector.reload()
+        again = await WireClient.connect(port)
+        assert (await again.hello("d", token="new"))["type"] == "welcome"
+    finally:
+        await collector.shutdown()

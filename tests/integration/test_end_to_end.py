@@ -488,3 +488,44 @@ def test_workers_fail_together_when_the_port_is_busy(tmp_path):
         result = run_cli("collect", "--config", str(config), "--workers", "2")
     assert result.returncode != 0
     assert "address already in use" in result.stderr
+
+
+def test_sighup_reloads_the_collector_and_never_kills_an_agent(tmp_path, collector_process):
+    """SIGHUP: the collector re-reads its config (a broken one is refused and logged, the
+    process serves on); the agent keeps running, and still drains on SIGTERM."""
+    good = collector_process.config.read_text()
+    collector_process.config.write_text(good + "\n[ingest\n")
+    collector_process.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + timeout(10)
+    while time.monotonic() < deadline:
+        if any(e.get("event") == "reload_refused" for e in collector_process.events()):
+            break
+        time.sleep(0.05)
+    assert any(e.get("event") == "reload_refused" for e in collector_process.events())
+    collector_process.config.write_text(good)
+    collector_process.proc.send_signal(signal.SIGHUP)
+    while time.monotonic() < deadline:
+        if any(e.get("event") == "config_reloaded" for e in collector_process.events()):
+            break
+        time.sleep(0.05)
+    assert any(e.get("event") == "config_reloaded" for e in collector_process.events())
+    assert collector_process.proc.poll() is None
+    agent = subprocess.Popen(
+        [*COMMAND, "agent", "--config", str(agent_config(tmp_path, "hup", collector_process.port))],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env(),
+    )
+    assert agent.stdin is not None
+    agent.stdin.write(b'{"sensor": "hup/s", "value": 1}\n')
+    agent.stdin.flush()
+    time.sleep(1.0)
+    agent.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert agent.poll() is None, "SIGHUP killed the agent"
+    agent.send_signal(signal.SIGTERM)
+    _, err = agent.communicate(timeout=timeout(20))
+    assert agent.returncode == 0, err.decode()[-2000:]
+    assert b"reload_requested" in err
+    assert collector_process.stop() == 0
+    assert [row[2] for row in collector_process.rows()] == ["hup/s"]
