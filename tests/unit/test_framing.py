@@ -1,4 +1,4 @@
-"""Unit tests of the sans-I/O framing layer (DESIGN.md section 2, "Framing").
+"""Unit tests of the sans-I/O framing layer (docs/protocol.md#framing).
 
 Every decoder case goes through :func:`check_three_ways`: the input is fed whole, one byte at
 a time, and followed by the first bytes of another frame that the decoder must keep.
@@ -351,7 +351,7 @@ def test_padded_headers_decode(header: bytes) -> None:
 
 
 def test_header_with_leading_zeros_42() -> None:
-    """The design's example `0000000042` announces 42 bytes."""
+    """The example `0000000042` of docs/protocol.md#framing announces 42 bytes."""
     payload = b"x" * 42
     check_three_ways(b"0000000042" + payload, [payload])
     check_three_ways(b"        42" + payload, [payload])

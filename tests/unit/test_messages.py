@@ -1,4 +1,4 @@
-"""Unit tests of the message models and their JSON codec (DESIGN.md section 2)."""
+"""Unit tests of the message models and their JSON codec (docs/protocol.md#messages)."""
 
 from __future__ import annotations
 
@@ -559,7 +559,7 @@ def test_server_messages_round_trip(msg: Any) -> None:
     ids=["welcome", "ack", "nack", "goaway", "error"],
 )
 def test_server_messages_match_the_wire_protocol(msg: Any, wire: dict[str, Any]) -> None:
-    """Each collector message encodes to exactly the JSON object of DESIGN.md section 2."""
+    """Each collector message encodes to exactly the JSON object of docs/protocol.md#messages."""
     assert json.loads(msg.encode()) == wire
 
 
@@ -629,7 +629,7 @@ DOCUMENTED_CODES = {
 
 
 def test_error_codes_are_the_documented_set() -> None:
-    """ERROR_CODES is exactly the list of DESIGN.md section 2."""
+    """ERROR_CODES is exactly the list of docs/protocol.md#errors."""
     assert ERROR_CODES == DOCUMENTED_CODES
 
 
