@@ -25,6 +25,15 @@ def timeout(seconds: float) -> float:
     return seconds * FACTOR
 
 
+#: Scale the examples of the property tests with many (quick loops: `make unit` runs 0.05).
+EXAMPLES_FACTOR = float(os.environ.get("TELEMETRY_TEST_EXAMPLES_FACTOR", "1"))
+
+
+def examples(count: int) -> int:
+    """A property test's ``max_examples``, scaled by TELEMETRY_TEST_EXAMPLES_FACTOR."""
+    return max(10, round(count * EXAMPLES_FACTOR))
+
+
 def frame(obj: Any) -> bytes:
     """A frame as the tutorial builds it: header f"{len(msg):<10}" over the UTF-8 bytes."""
     payload = obj if isinstance(obj, bytes) else json.dumps(obj, ensure_ascii=False).encode()

@@ -28,6 +28,7 @@ from telemetry.protocol.framing import (
     encode_frame,
     parse_header,
 )
+from tests.support import examples
 
 # The frame that follows the input in the "trailing bytes" way of feeding it.
 NEXT_PAYLOAD = b'{"sensor":"next","value":1}'
@@ -569,7 +570,7 @@ stream_pieces = st.one_of(
 streams = st.lists(stream_pieces, max_size=8).map(b"".join)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.one_of(st.binary(max_size=200), streams),
     cuts=st.lists(st.integers(0, 400), max_size=12),
@@ -589,7 +590,7 @@ def test_any_bytes_yield_frames_or_a_protocol_error(
         assert error.code in ERROR_CODES
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     payloads=st.lists(st.binary(max_size=64), max_size=10),
     cuts=st.lists(st.integers(0, 800), max_size=16),

@@ -40,6 +40,7 @@ from telemetry.protocol.messages import (
     validate_readings,
     validation_context,
 )
+from tests.support import examples
 
 NOW = datetime(2026, 11, 27, 7, 15, 0, tzinfo=UTC)
 CONTEXT = validation_context(now=NOW, max_clock_skew=300)
@@ -640,7 +641,7 @@ def test_format_timestamp_is_utc_with_z() -> None:
     assert format_timestamp(datetime(2026, 1, 2, tzinfo=UTC)) == "2026-01-02T00:00:00.000000Z"
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     st.datetimes(
         min_value=datetime(2, 1, 1),
