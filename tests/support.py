@@ -35,7 +35,8 @@ def examples(count: int) -> int:
 
 
 def frame(obj: Any) -> bytes:
-    """A frame as the tutorial builds it: header f"{len(msg):<10}" over the UTF-8 bytes."""
+    """A frame as a plain socket client builds it: header f"{len(msg):<10}" over the UTF-8 bytes
+    (docs/protocol.md#framing)."""
     payload = obj if isinstance(obj, bytes) else json.dumps(obj, ensure_ascii=False).encode()
     return encode_frame(payload)
 
