@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 
@@ -60,6 +60,10 @@ def collector_config(tmp_path: Path, **sections: Any) -> CollectorConfig:
 class WireClient:
     """A raw protocol client: send frames, read the collector's messages."""
 
+    #: Clients not closed yet; the ``start_collector`` fixture closes those a test left open
+    #: (an unclosed stream is a ResourceWarning, and warnings are errors).
+    unclosed: ClassVar[set[WireClient]] = set()
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
@@ -69,7 +73,15 @@ class WireClient:
     @classmethod
     async def connect(cls, port: int, host: str = "127.0.0.1") -> WireClient:
         reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer)
+        client = cls(reader, writer)
+        cls.unclosed.add(client)
+        return client
+
+    @classmethod
+    async def close_all(cls) -> None:
+        """Close every client still open."""
+        for client in list(cls.unclosed):
+            await client.close()
 
     async def send_raw(self, data: bytes) -> None:
         self.writer.write(data)
@@ -106,6 +118,7 @@ class WireClient:
         return True
 
     async def close(self) -> None:
+        self.unclosed.discard(self)
         self.writer.close()
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
