@@ -1,13 +1,14 @@
 # Two commands from a fresh clone (Python 3.11+ as python3, root for the system packages):
 #   make demo   set up, then run the collector on SQLite with a simulated agent
 #   make test   set up, then run everything CI runs: lint, types, every test, the container check
-# Quicker loops while working: make pytest, make lint, make container-check.
+# Quicker loops while working: make unit (unit tests, under 20 s), make pytest, make lint,
+# make container-check.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test pytest lint setup system-deps container-check clean
+.PHONY: demo test pytest unit lint setup system-deps container-check clean
 
 $(BIN)/telemetry: pyproject.toml examples/telemetry-sink-example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,11 @@ lint: setup
 
 pytest: setup system-deps
 	$(BIN)/pytest
+
+# The quick loop: unit tests only (no event loop, no services), property tests at a twentieth of
+# their examples (make pytest runs them all).
+unit: setup
+	TELEMETRY_TEST_EXAMPLES_FACTOR=0.05 $(BIN)/pytest -q -p no:cacheprovider tests/unit
 
 # Builds the Dockerfile with podman and runs the compose stack (docs/deploy.md); needs root.
 container-check:

@@ -34,9 +34,9 @@ class LatencySink:
     on ``close()``, one ``total received`` pair (seconds) per line.
 
     ``write()`` only keeps the write time and the records' two datetimes (two C-level
-    ``map``s); the arithmetic waits for ``close()``. Doing it per record in ``write()`` cost
-    the collector ~0.7 µs per reading, a third on top of its own work, and so measured the
-    probe as much as the collector.
+    ``map``s); the arithmetic waits for ``close()``: done per record in ``write()`` it cost
+    the collector a third on top of its own work, so the probe was measured as much as the
+    collector (figures: docs/benchmarks.md, "Figures behind code choices").
     """
 
     def __init__(self, out: Path) -> None:

@@ -12,7 +12,7 @@ import uvloop
 
 from telemetry.collector import Collector
 from telemetry.sinks.base import Sink
-from tests.support import RecordingSink, collector_config
+from tests.support import RecordingSink, WireClient, collector_config
 
 
 def pytest_asyncio_loop_factories(
@@ -42,6 +42,7 @@ async def start_collector(tmp_path: Path) -> AsyncIterator[StartCollector]:
         return collector
 
     yield start
+    await WireClient.close_all()
     for collector in started:
         await collector.shutdown()
 

@@ -9,7 +9,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 
@@ -27,8 +27,18 @@ def timeout(seconds: float) -> float:
     return seconds * FACTOR
 
 
+#: Scale the examples of the property tests with many (quick loops: `make unit` runs 0.05).
+EXAMPLES_FACTOR = float(os.environ.get("TELEMETRY_TEST_EXAMPLES_FACTOR", "1"))
+
+
+def examples(count: int) -> int:
+    """A property test's ``max_examples``, scaled by TELEMETRY_TEST_EXAMPLES_FACTOR."""
+    return max(10, round(count * EXAMPLES_FACTOR))
+
+
 def frame(obj: Any) -> bytes:
-    """A frame as the tutorial builds it: header f"{len(msg):<10}" over the UTF-8 bytes."""
+    """A frame as a plain socket client builds it: header f"{len(msg):<10}" over the UTF-8 bytes
+    (docs/protocol.md#framing)."""
     payload = obj if isinstance(obj, bytes) else json.dumps(obj, ensure_ascii=False).encode()
     return encode_frame(payload)
 
@@ -52,6 +62,10 @@ def collector_config(tmp_path: Path, **sections: Any) -> CollectorConfig:
 class WireClient:
     """A raw protocol client: send frames, read the collector's messages."""
 
+    #: Clients not closed yet; the ``start_collector`` fixture closes those a test left open
+    #: (an unclosed stream is a ResourceWarning, and warnings are errors).
+    unclosed: ClassVar[set[WireClient]] = set()
+
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
@@ -61,7 +75,15 @@ class WireClient:
     @classmethod
     async def connect(cls, port: int, host: str = "127.0.0.1") -> WireClient:
         reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer)
+        client = cls(reader, writer)
+        cls.unclosed.add(client)
+        return client
+
+    @classmethod
+    async def close_all(cls) -> None:
+        """Close every client still open."""
+        for client in list(cls.unclosed):
+            await client.close()
 
     async def send_raw(self, data: bytes) -> None:
         self.writer.write(data)
@@ -98,6 +120,7 @@ class WireClient:
         return True
 
     async def close(self) -> None:
+        self.unclosed.discard(self)
         self.writer.close()
         with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()

@@ -54,7 +54,8 @@ class AgentInfo:
     """One open connection that said hello (or a fire-and-forget peer).
 
     Slots and a plain list of buckets: 10,000 idle agents are 10,000 of these, and an empty
-    ``deque`` alone is ~600 bytes.
+    ``deque`` alone is several times larger (docs/benchmarks.md, "Figures behind code
+    choices").
     """
 
     conn_id: int

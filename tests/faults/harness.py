@@ -11,6 +11,7 @@ whose indexes fill each batch, in feed order; :func:`check_ledger` asserts the a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -205,9 +206,11 @@ class Agent:
                 delay = started + (n + chunk) / rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            proc.stdin.close()
         except (BrokenPipeError, ValueError, OSError):
             pass  # the agent was killed
+        finally:  # EOF for a live agent; for a killed one, release the pipe all the same
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdin.close()
 
     def kill(self) -> None:
         """SIGKILL the agent mid-stream; its feeder stops at the broken pipe."""

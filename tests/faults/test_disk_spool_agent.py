@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from telemetry.agent import Agent
 from telemetry.agent.disk_spool import DiskSpool
@@ -65,18 +68,28 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_spool_status_text_and_json(tmp_path: Path) -> None:
-    """`telemetry spool status` prints pending, bytes, dropped and next seq, as text or JSON."""
+def test_spool_status_text_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`telemetry spool status` prints pending, bytes, dropped, next seq and the age of the
+    oldest batch still held, as text or JSON."""
     path = tmp_path / "agent-spool.db"
     spool = DiskSpool(path, max_readings=6)
-    for n in range(3):
+    real_time = time.time
+    adding = real_time()
+    # The batches were closed an hour, half an hour and a quarter of an hour ago; the first is
+    # dropped (the spool holds 6 readings), so the oldest held is 1800 s old.
+    for n, ago in enumerate((3600.0, 1800.0, 900.0)):
+        monkeypatch.setattr(time, "time", lambda ago=ago: real_time() - ago)
         spool.add([reading(3 * n + i) for i in range(3)])
+    monkeypatch.setattr(time, "time", real_time)
+    added = real_time()
     next_seq = spool.next_seq
     config = tmp_path / "agent.toml"
     config.write_text(f'[spool]\npath = "{path}"\n')
     try:
+        asking = real_time()
         text = run_cli("spool", "status", "--config", str(config))
         data = run_cli("spool", "status", "--path", str(path), "--json")
+        answered = real_time()
     finally:
         spool.close()
     assert text.returncode == 0, text.stderr
@@ -88,7 +101,9 @@ def test_spool_status_text_and_json(tmp_path: Path) -> None:
     assert (status["pending_batches"], status["pending_readings"]) == (2, 6)
     assert status["dropped_by_reason"] == {"spool_full": 3}
     assert status["next_seq"] == next_seq
-    assert status["oldest_age_seconds"] >= 0
+    # Seen by the CLI at some instant of [asking, answered], of a batch added in [adding, added].
+    age = status["oldest_age_seconds"]
+    assert 1800 + (asking - added) - 0.001 <= age <= 1800 + (answered - adding) + 0.001
 
 
 def test_spool_status_errors_are_one_line(tmp_path: Path) -> None:

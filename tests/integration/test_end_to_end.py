@@ -51,11 +51,10 @@ class CollectorProcess:
             f'[[sinks]]\ntype = "sqlite"\npath = "{self.db}"\n'
         )
         self.log = tmp_path / "collector.log"
-        self.proc = subprocess.Popen(
-            [*COMMAND, "collect", "--config", str(self.config)],
-            stderr=self.log.open("wb"),
-            env=env(),
-        )
+        with self.log.open("wb") as stderr:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [*COMMAND, "collect", "--config", str(self.config)], stderr=stderr, env=env()
+            )
         self.wait_ready()
 
     def wait_ready(self) -> None:
@@ -115,17 +114,18 @@ def test_three_stdin_agents_deliver_every_reading_once(tmp_path, collector_proce
             + "\n"
             for i in range(1000)
         )
-        proc = subprocess.Popen(
-            [
-                *COMMAND,
-                "agent",
-                "--config",
-                str(agent_config(tmp_path, f"agent-{n}", collector_process.port)),
-            ],
-            stdin=subprocess.PIPE,
-            stderr=(tmp_path / f"agent-{n}.log").open("wb"),
-            env=env(),
-        )
+        with (tmp_path / f"agent-{n}.log").open("wb") as stderr:
+            proc = subprocess.Popen(
+                [
+                    *COMMAND,
+                    "agent",
+                    "--config",
+                    str(agent_config(tmp_path, f"agent-{n}", collector_process.port)),
+                ],
+                stdin=subprocess.PIPE,
+                stderr=stderr,
+                env=env(),
+            )
         agents.append((proc, lines))
     for proc, lines in agents:
         assert proc.stdin is not None
@@ -201,6 +201,7 @@ async def test_sigterm_while_batches_stream_keeps_every_acked_reading(tmp_path):
         assert code == 0
         assert time.monotonic() - started < 10 + 1
     finally:
+        await WireClient.close_all()
         if collector.proc.poll() is None:
             collector.proc.kill()
     acked_seqs = set(acked)
@@ -344,11 +345,12 @@ def start_workers(tmp_path: Path, sinks: str) -> tuple[subprocess.Popen[bytes], 
     config = tmp_path / "w.toml"
     config.write_text(f"[ingest]\nport = {port}\n[http]\nport = {http_port}\n{sinks}")
     log = tmp_path / "w.log"
-    proc = subprocess.Popen(
-        [*COMMAND, "collect", "--config", str(config), "--workers", "2"],
-        stderr=log.open("wb"),
-        env=env(),
-    )
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [*COMMAND, "collect", "--config", str(config), "--workers", "2"],
+            stderr=stderr,
+            env=env(),
+        )
     return proc, port, http_port, log
 
 

@@ -23,6 +23,7 @@ from telemetry.collector.validation import (
 from telemetry.protocol import validate_reading
 from telemetry.protocol.fastpath import READING_VALIDATOR, encode_reading
 from telemetry.sinks.base import Record
+from tests.support import examples
 
 
 def decode_reading(payload: bytes) -> dict[str, Any] | None:
@@ -121,7 +122,7 @@ _readings = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=examples(3000), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(_readings)
 def test_fast_reading_accepts_only_what_the_exact_path_accepts(raw: dict[str, Any]) -> None:
     """Whatever decode_reading accepts, validate_reading accepts with equal values."""
@@ -155,7 +156,7 @@ _agent_readings = st.one_of(
 )
 
 
-@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=examples(3000), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(_agent_readings)
 def test_agents_encode_only_what_the_exact_path_accepts(raw: dict[str, Any]) -> None:
     """Whatever encode_reading passes as it is, the exact model accepts; and the collector
@@ -171,7 +172,7 @@ def test_agents_encode_only_what_the_exact_path_accepts(raw: dict[str, Any]) -> 
     _same(_exact(json.loads(encoded)) or {}, exact)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=examples(2000), deadline=None)
 @given(_rfc3339)
 def test_fast_timestamps_agree_with_the_exact_parser(ts: str) -> None:
     """An RFC 3339-shaped ts the fast path reads is read the same by the exact path."""
@@ -268,7 +269,7 @@ def _outcome(validator: Any, payload: bytes) -> Any:
     ]
 
 
-@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=examples(1500), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.lists(_agent_readings, max_size=4))
 def test_both_batch_validators_read_every_batch_the_same(readings: list[Any]) -> None:
     """Trying ts as a number first or as a string first is only a matter of speed: the two

@@ -1,4 +1,4 @@
-"""Unit tests of the sans-I/O framing layer (DESIGN.md section 2, "Framing").
+"""Unit tests of the sans-I/O framing layer (docs/protocol.md#framing).
 
 Every decoder case goes through :func:`check_three_ways`: the input is fed whole, one byte at
 a time, and followed by the first bytes of another frame that the decoder must keep.
@@ -28,6 +28,7 @@ from telemetry.protocol.framing import (
     encode_frame,
     parse_header,
 )
+from tests.support import examples
 
 # The frame that follows the input in the "trailing bytes" way of feeding it.
 NEXT_PAYLOAD = b'{"sensor":"next","value":1}'
@@ -351,7 +352,7 @@ def test_padded_headers_decode(header: bytes) -> None:
 
 
 def test_header_with_leading_zeros_42() -> None:
-    """The design's example `0000000042` announces 42 bytes."""
+    """The example `0000000042` of docs/protocol.md#framing announces 42 bytes."""
     payload = b"x" * 42
     check_three_ways(b"0000000042" + payload, [payload])
     check_three_ways(b"        42" + payload, [payload])
@@ -569,7 +570,7 @@ stream_pieces = st.one_of(
 streams = st.lists(stream_pieces, max_size=8).map(b"".join)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.one_of(st.binary(max_size=200), streams),
     cuts=st.lists(st.integers(0, 400), max_size=12),
@@ -589,7 +590,7 @@ def test_any_bytes_yield_frames_or_a_protocol_error(
         assert error.code in ERROR_CODES
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     payloads=st.lists(st.binary(max_size=64), max_size=10),
     cuts=st.lists(st.integers(0, 800), max_size=16),

@@ -1,4 +1,4 @@
-"""Unit tests of the message models and their JSON codec (DESIGN.md section 2)."""
+"""Unit tests of the message models and their JSON codec (docs/protocol.md#messages)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from telemetry.protocol.errors import (
     ProtocolViolation,
     UnknownType,
 )
+from tests.support import examples
 
 NOW = datetime(2026, 11, 27, 7, 15, 0, tzinfo=UTC)
 CONTEXT = validation_context(now=NOW, max_clock_skew=300)
@@ -563,7 +564,7 @@ def test_server_messages_round_trip(msg: Any) -> None:
     ids=["welcome", "ack", "nack", "goaway", "error"],
 )
 def test_server_messages_match_the_wire_protocol(msg: Any, wire: dict[str, Any]) -> None:
-    """Each collector message encodes to exactly the JSON object of DESIGN.md section 2."""
+    """Each collector message encodes to exactly the JSON object of docs/protocol.md#messages."""
     assert json.loads(msg.encode()) == wire
 
 
@@ -633,7 +634,7 @@ DOCUMENTED_CODES = {
 
 
 def test_error_codes_are_the_documented_set() -> None:
-    """ERROR_CODES is exactly the list of DESIGN.md section 2."""
+    """ERROR_CODES is exactly the list of docs/protocol.md#errors."""
     assert ERROR_CODES == DOCUMENTED_CODES
 
 
@@ -644,7 +645,7 @@ def test_format_timestamp_is_utc_with_z() -> None:
     assert format_timestamp(datetime(2026, 1, 2, tzinfo=UTC)) == "2026-01-02T00:00:00.000000Z"
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     st.datetimes(
         min_value=datetime(2, 1, 1),

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from telemetry.protocol import format_timestamp
 from telemetry.sinks.base import DeadLetter, Record
+from tests.support import examples
 
 _aware = st.datetimes(
     min_value=datetime(1000, 1, 2),
@@ -52,7 +53,7 @@ def _reference(record: Record) -> str:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(_records, min_size=1, max_size=6))
 def test_to_json_is_the_compact_json_of_to_dict(records: list[Record]) -> None:
     """Any records, in any order, some sharing a receive time object: each one's own text."""
