@@ -64,8 +64,8 @@ class Connection:
         self.peer = session.peer
         self.decoder = FrameDecoder(self.config.max_frame_bytes)
         self._window = asyncio.Semaphore(session.window)
-        #: Ack tasks of batches the sinks have not settled (a set once there is one: an
-        #: empty set is ~200 bytes, times 10,000 idle connections).
+        #: Ack tasks of batches the sinks have not settled (a set once there is one: an empty
+        #: set, times 10,000 idle connections, shows in memory; docs/benchmarks.md).
         self._inflight: set[asyncio.Task[None]] | None = None
         self._draining = False
         self._reading = False

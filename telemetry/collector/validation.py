@@ -44,19 +44,19 @@ from telemetry.sinks.base import Record
 #: Payloads holding this may be control messages (``batch``, ``hello``).
 CONTROL_KEY = b'"type"'
 #: Frames up to this size are tried as readings first: looking for ``CONTROL_KEY`` costs a
-#: small frame ~10% of its validation, while a failed validation of a large batch costs a
-#: whole parse of it.
+#: small frame a share of its validation, while a failed validation of a large batch costs a
+#: whole parse of it (figures: docs/benchmarks.md#figures-behind-code-choices).
 SMALL_FRAME = 4096
 #: pydantic's UTC, the tzinfo of every UTC ``ts`` the fast path reads. Comparing two datetimes
-#: that share a tzinfo object skips two ``utcoffset()`` calls: ~10x faster.
+#: that share a tzinfo object skips two ``utcoffset()`` calls (docs/benchmarks.md).
 NATIVE_UTC = TzInfo(0)
 #: One reading's JSON to a :class:`Record` with its wire fields set.
 RECORD_VALIDATOR = SchemaValidator(record_schema(Record))
 #: A ``batch`` message's JSON to ``{"type", "seq", "readings": [Record...]}``.
 BATCH_VALIDATOR = SchemaValidator(batch_schema(record_schema(Record)))
 #: The same, trying a ``ts`` as epoch seconds before as a string: a batch from a Python
-#: producer (``ts=time.time()``) costs ~7% less; the results are the same. (Not worth it for
-#: one reading: looking at the frame costs as much as it saves.)
+#: producer (``ts=time.time()``) costs less (docs/benchmarks.md); the results are the same.
+#: (Not worth it for one reading: looking at the frame costs as much as it saves.)
 BATCH_VALIDATOR_EPOCH = SchemaValidator(batch_schema(record_schema(Record, numbers_first=True)))
 #: How far into a batch to look for its first ``ts``: the first reading or two.
 TS_PEEK = 1024
