@@ -1,16 +1,33 @@
 """The collector's Prometheus metrics, one registry per collector (tests run several).
 
-Labels stay low-cardinality: rejection reasons are pydantic error types (``missing``,
-``extra_forbidden``, ``number_type``...), never field names or values from the wire.
+Labels stay low-cardinality: rejection reasons are stable codes (``missing_field``,
+``unknown_key``, ``wrong_type``... see ``telemetry.protocol.readings.REASON_CODES``), never
+field names or values from the wire. Prometheus conventions: counters for what only grows, no
+``_created`` series, a ``telemetry_build_info`` gauge, and the process's own metrics
+(``process_*``, ``python_*``).
 """
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Iterable
+from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector as PromCollector
+
+# No ``*_created`` series beside every counter (a process-wide switch of the library).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -20,10 +37,10 @@ WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 class _Live(PromCollector):
     """Gauges read at scrape time from the running collector."""
 
-    def __init__(self, read: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
+    def __init__(self, read: Callable[[], Iterable[Metric]]) -> None:
         self._read = read
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
+    def collect(self) -> Iterable[Metric]:
         return self._read()
 
 
@@ -32,6 +49,14 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)
+        r.register(PLATFORM_COLLECTOR)
+        Gauge(
+            "telemetry_build_info",
+            "Always 1; the labels say which build runs.",
+            ["version", "python"],
+            registry=r,
+        ).labels(version(), platform.python_version()).set(1)
         self.connections = Counter(
             "telemetry_connections",
             "Agent connections by outcome (accepted, refused).",
@@ -95,7 +120,7 @@ class Metrics:
             "telemetry_agents_connected", "Connections that said hello.", registry=r
         )
 
-    def watch(self, read: Callable[[], Iterable[GaugeMetricFamily]]) -> None:
+    def watch(self, read: Callable[[], Iterable[Metric]]) -> None:
         """Export gauges computed at scrape time (sink queue depth, sink health)."""
         self.registry.register(_Live(read))
 
@@ -107,3 +132,13 @@ class Metrics:
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)
+
+
+def version() -> str:
+    """This installation's version, or ``unknown`` when run from a source tree."""
+    for name in ("sensor-telemetry", "telemetry"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"

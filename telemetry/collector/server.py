@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from telemetry.collector.agents import AgentSessions
 from telemetry.collector.auth import authorizer
@@ -274,7 +274,7 @@ class Collector:
             await asyncio.sleep(seconds)
             self.log_ledger()
 
-    def _live_gauges(self) -> Iterator[GaugeMetricFamily]:
+    def _live_gauges(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         queued = GaugeMetricFamily(
             "telemetry_sink_queue_readings",
             "Readings waiting in each sink's queue.",
@@ -286,14 +286,22 @@ class Collector:
         for runner in self.pipeline.runners:
             queued.add_metric([runner.name], runner.queued)
             healthy.add_metric([runner.name], 1 if runner.healthy else 0)
-        ledger = GaugeMetricFamily(
+        counts = self.ledger.as_dict()
+        pending = GaugeMetricFamily(
+            "telemetry_ledger_pending_readings",
+            "Readings of batches validated and not yet acked, nacked or given up.",
+        )
+        pending.add_metric([], counts.pop("pending"))
+        ledger = CounterMetricFamily(
             "telemetry_ledger_readings",
-            "Where the received readings are (see docs).",
+            "Readings by where they ended up (docs/delivery.md): received, acked, rejected, "
+            "unacked, fire_and_forget_received, fire_and_forget_rejected.",
             labels=["state"],
         )
-        for state, count in self.ledger.as_dict().items():
+        for state, count in counts.items():
             ledger.add_metric([state], count)
         yield ledger
+        yield pending
         ready = GaugeMetricFamily("telemetry_ready", "1 while serving with healthy sinks.")
         ready.add_metric([], 1 if self.ready else 0)
         yield queued

@@ -190,9 +190,38 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
+#: pydantic's error types -> the stable reason codes the metrics carry (a pydantic upgrade that
+#: renames a type changes no label; an unknown type is ``invalid``).
+REASON_CODES = {
+    "missing": "missing_field",
+    "extra_forbidden": "unknown_key",
+    "finite_number": "not_finite",
+    "string_too_long": "too_long",
+    "too_long": "too_long",
+    "string_too_short": "too_short",
+    "too_short": "too_short",
+    "control_characters": "control_characters",
+    "rfc3339": "bad_timestamp",
+    "timestamp_type": "bad_timestamp",
+    "epoch_range": "bad_timestamp",
+    "future_timestamp": "future_timestamp",
+    "model_type": "not_an_object",
+    "dict_type": "wrong_type",
+    "string_type": "wrong_type",
+    "float_type": "wrong_type",
+    "int_type": "wrong_type",
+    "bool_type": "wrong_type",
+    "list_type": "wrong_type",
+}
+
+
 def error_kinds(exc: ValidationError) -> tuple[str, ...]:
-    """The distinct error types of a validation error, in order."""
-    return tuple(dict.fromkeys(error["type"] for error in exc.errors(include_url=False)))
+    """The distinct stable reason codes of a validation error, in order (:data:`REASON_CODES`)."""
+    return tuple(
+        dict.fromkeys(
+            REASON_CODES.get(error["type"], "invalid") for error in exc.errors(include_url=False)
+        )
+    )
 
 
 _READINGS = TypeAdapter(list[Reading])

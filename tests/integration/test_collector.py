@@ -410,8 +410,8 @@ async def test_metrics_parse_and_count_what_happened(start_collector):
     }
     assert samples[("telemetry_readings_total", (("outcome", "accepted"),))] == 1
     assert samples[("telemetry_readings_total", (("outcome", "rejected"),))] == 2
-    assert samples[("telemetry_rejections_total", (("reason", "missing"),))] == 1
-    assert samples[("telemetry_rejections_total", (("reason", "extra_forbidden"),))] == 1
+    assert samples[("telemetry_rejections_total", (("reason", "missing_field"),))] == 1
+    assert samples[("telemetry_rejections_total", (("reason", "unknown_key"),))] == 1
     assert samples[("telemetry_acks_total", ())] == 1
     assert samples[("telemetry_connection_errors_total", (("code", "bad_header"),))] == 1
     assert samples[("telemetry_agents_connected", ())] == 1
@@ -419,6 +419,11 @@ async def test_metrics_parse_and_count_what_happened(start_collector):
     assert samples[("telemetry_sink_healthy", (("sink", "recording"),))] == 1
     assert samples[("telemetry_sink_write_seconds_count", (("sink", "recording"),))] == 1
     assert samples[("telemetry_ready", ())] == 1
+    assert not [name for name, _ in samples if name.endswith("_created")]
+    assert any(name == "process_resident_memory_bytes" for name, _ in samples)
+    build = [labels for name, labels in samples if name == "telemetry_build_info"]
+    assert len(build) == 1
+    assert {key for key, _ in build[0]} == {"version", "python"}
 
 
 async def test_on_full_nack_answers_at_once_when_a_queue_is_full(start_collector):
@@ -539,7 +544,8 @@ async def test_the_ledger_accounts_for_every_batch_reading(start_collector):
     assert (ledger.fire_and_forget_received, ledger.fire_and_forget_rejected) == (2, 1)
     assert ledger.balanced
     value = collector.metrics.value
-    assert value("telemetry_ledger_readings", state="acked") == 2
+    assert value("telemetry_ledger_readings_total", state="acked") == 2
+    assert value("telemetry_ledger_pending_readings") == 0
 
 
 async def test_fast_and_exact_paths_keep_the_order_of_one_read(start_collector):
@@ -757,4 +763,5 @@ async def test_reload_swaps_credentials_without_dropping_a_connection(tmp_path):
         again = await WireClient.connect(port)
         assert (await again.hello("d", token="new"))["type"] == "welcome"
     finally:
+        await WireClient.close_all()
         await collector.shutdown()
