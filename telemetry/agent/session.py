@@ -300,7 +300,7 @@ class AgentSession:
 
     def lost(self, error: str) -> EndSession:
         """The connection broke (EOF, reset, a broken stream): the session is over."""
-        log.warning("connection_lost", error=error)
+        log.warning("connection_lost", error=clip(error))
         return self._end(Outcome.LOST)
 
     def written(self, sent: SendFrame, now: float) -> None:
