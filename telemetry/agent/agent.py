@@ -27,13 +27,17 @@ from pydantic_core import to_json
 
 from telemetry.agent.batching import Batcher
 from telemetry.agent.sender import Sender
-from telemetry.agent.spool import MemorySpool, Spool
+from telemetry.agent.spool import SPOOL_WRITE_FAILED, MemorySpool, Spool
 from telemetry.config import AgentSection, SpoolConfig
 from telemetry.log import get_logger
 from telemetry.protocol import Reading, validate_reading
 from telemetry.protocol.fastpath import encode_reading
+from telemetry.ratelog import RateLimitedLog
 
 log = get_logger("telemetry.agent")
+
+#: Least seconds between two whole ``readings_dropped`` events for ``spool_write_failed``.
+SPOOL_WRITE_LOG_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._close_result: bool | None = None
+        self._write_failures = RateLimitedLog(log, SPOOL_WRITE_LOG_INTERVAL)
         self._update_drained()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -138,6 +143,7 @@ class Agent:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._write_failures.flush()
         if self._owns_spool:
             self.spool.close()  # logs drops still held for a ``readings_dropped`` event
         ledger = self.ledger
@@ -250,9 +256,25 @@ class Agent:
     # --- internals ----------------------------------------------------------------------
 
     def _spool(self, readings: list[bytes]) -> None:
-        if readings:
+        """Close ``readings`` into the spool. A spool that cannot store them (disk full, I/O
+        error) never fails the caller (a source): they are counted as dropped,
+        ``spool_write_failed``, and logged at a bounded rate."""
+        if not readings:
+            return
+        try:
             self.spool.add(readings)
-            self._sender.wake()
+        except Exception as exc:
+            self.spool.lose(len(readings), SPOOL_WRITE_FAILED)
+            self._write_failures.warning(
+                "readings_dropped",
+                reason=SPOOL_WRITE_FAILED,
+                readings=len(readings),
+                batches=1,
+                error=str(exc)[:200] or type(exc).__name__,
+                dropped_total=self.spool.dropped,
+            )
+            return
+        self._sender.wake()
 
     def _update_drained(self) -> None:
         if self.spool.batches == 0 and len(self._batcher) == 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from collections import deque
 
@@ -28,13 +29,27 @@ from telemetry.protocol import (
     encode_frame,
     parse_server_message,
 )
-from telemetry.protocol.messages import ServerMessage
+from telemetry.protocol.messages import DEFAULT_MAX_BATCH, ServerMessage
 
 log = get_logger("telemetry.agent.connection")
 
 # Collector messages are small, but an ack listing thousands of rejected readings is not.
 MAX_SERVER_FRAME_BYTES = 64 * 1024 * 1024
 _READ_SIZE = 65536
+#: Payloads larger than this are looked at before the (much slower) model validation.
+_PRECHECK_BYTES = 256 * 1024
+
+
+def _precheck(payload: bytes) -> None:
+    """Refuse an ack listing more rejected readings than any batch holds before validating
+    it: 200,000 entries would block the event loop for seconds (fast ``json`` only here)."""
+    with contextlib.suppress(ValueError, RecursionError):
+        obj = json.loads(payload)
+        rejected = obj.get("rejected") if isinstance(obj, dict) else None
+        if isinstance(rejected, list) and len(rejected) > DEFAULT_MAX_BATCH:
+            raise ProtocolViolation(
+                f"ack lists {len(rejected)} rejected readings, more than a batch holds"
+            )
 
 
 #: The addresses each ``(host, port)`` last resolved to: a collector that stopped makes some
@@ -137,6 +152,8 @@ class CollectorLink:
             while self._frames:
                 payload = self._frames.popleft()
                 if payload:
+                    if len(payload) > _PRECHECK_BYTES:
+                        _precheck(payload)
                     return parse_server_message(payload)
             data = await self._reader.read(_READ_SIZE)
             if not data:
@@ -156,8 +173,11 @@ class CollectorLink:
         return message
 
     async def close(self) -> None:
-        """Close the stream; never raises."""
+        """Close the stream; never raises. A peer that does not read what is still buffered
+        gets the connection aborted after a second, instead of holding it open."""
         self._writer.close()
-        with contextlib.suppress(OSError, asyncio.TimeoutError):
+        try:
             async with asyncio.timeout(1.0):
                 await self._writer.wait_closed()
+        except (TimeoutError, OSError):
+            self._writer.transport.abort()

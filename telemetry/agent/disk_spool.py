@@ -18,13 +18,28 @@ the frames of the most recent batches up to ``cache_bytes``; an older batch is r
 the file when the sender asks for it (after a restart or a long outage).
 
 Only one agent may use a spool file: an advisory lock (``<path>.lock``, ``flock``) is taken
-when it opens. :func:`read_status` reads a spool without the lock, for ``telemetry spool
-status`` while the agent runs.
+when it opens, named from the file's resolved path (a symlink to it is the same spool).
+
+Host faults: a failed write (disk full, I/O error) rolls its transaction back whole, even when
+it is the ``COMMIT`` that fails, so the file and the memory view stay as they were; the caller
+decides (the agent counts the readings as ``spool_write_failed``, see :meth:`DiskSpool.lose`).
+A spool file that is empty (0 bytes) or not a SQLite database is moved aside to
+``<name>.corrupt-<timestamp>`` (with its ``-wal``/``-shm``), never overwritten, and a new one
+started, with an error event (``spool_file_moved_aside``). A stored batch whose frame does
+not read back as the batch it was (bad header, bad JSON, wrong seq or reading count) is
+quarantined: appended to ``<name>.dead-letter`` (one JSON line: seq, reason, the frame in
+base64), removed from the spool and counted as dropped with reason ``spool_corrupt``, so it
+never blocks the batches behind it.
+
+:func:`read_status` reads a spool without the lock, for ``telemetry spool status`` while the
+agent runs.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -34,13 +49,17 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from telemetry.agent.spool import (
+    BATCH_TOO_LARGE,
+    SPOOL_CORRUPT,
     SPOOL_FULL,
     SpoolCounters,
     SpooledBatch,
     log_dropped,
     restart_safe_seq,
+    split_items,
 )
 from telemetry.log import get_logger
+from telemetry.protocol.framing import HEADER_SIZE, parse_header
 
 try:
     import fcntl
@@ -92,13 +111,60 @@ def _counters(db: sqlite3.Connection) -> dict[str, int]:
 
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One transaction; rolled back whole when anything in it fails, the COMMIT included
+    (a disk full at COMMIT would otherwise leave it open, and every later BEGIN failing)."""
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
+
+
+def _unreadable(exc: sqlite3.Error) -> bool:
+    """True when ``exc`` says the file is not a (sound) SQLite database, not that it is busy."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name in {"SQLITE_NOTADB", "SQLITE_CORRUPT"} or "not a database" in str(exc)
+
+
+def move_aside(path: Path, reason: str) -> Path:
+    """Rename ``path`` (and its ``-wal``/``-shm``) to ``<name>.corrupt-<timestamp>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(target.with_name(target.name + suffix))
+    log.error(
+        "spool_file_moved_aside",
+        path=str(path),
+        moved_to=str(target),
+        reason=reason,
+        hint="pending readings it held (if any) are not sent; inspect the moved file",
+    )
+    return target
+
+
+def _check_frame(seq: int, readings: int, frame: bytes) -> SpooledBatch:
+    """The batch stored as ``frame``; ValueError when the frame is not the batch it was."""
+    if parse_header(frame[:HEADER_SIZE]) != len(frame) - HEADER_SIZE:
+        raise ValueError("frame length does not match its header")
+    payload = json.loads(frame[HEADER_SIZE:])
+    if not isinstance(payload, dict) or payload.get("seq") != seq:
+        raise ValueError("frame is not this seq's batch")
+    items = payload.get("readings")
+    if not isinstance(items, list) or len(items) != readings:
+        raise ValueError("frame does not hold the stored reading count")
+    if not all(isinstance(item, dict) for item in items):
+        raise ValueError("a reading is not an object")
+    return SpooledBatch.from_frame(seq, frame)
 
 
 class DiskSpool(SpoolCounters):
@@ -127,13 +193,18 @@ class DiskSpool(SpoolCounters):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SpoolError(f"cannot create spool directory {self.path.parent}: {exc}") from None
-        self._lock = _acquire_lock(self.path)
+        #: Where quarantined batches go (JSON lines).
+        self.dead_letter_path = self.path.with_name(self.path.name + ".dead-letter")
+        #: Counters changed in memory but not yet in the file (a write failed).
+        self._unsaved = False
+        # The lock is named from the resolved path: through a symlink it is the same file.
+        self._lock = _acquire_lock(self.path.resolve())
         try:
-            self._db = _connect(self.path)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._load()
+            self._open()
         except sqlite3.Error as exc:
+            self._lock.close()
+            raise SpoolError(f"cannot open spool {self.path}: {exc}") from None
+        except OSError as exc:
             self._lock.close()
             raise SpoolError(f"cannot open spool {self.path}: {exc}") from None
         except BaseException:
@@ -149,6 +220,27 @@ class DiskSpool(SpoolCounters):
             next_seq=self._next_seq,
             dropped=self.dropped,
         )
+
+    def _open(self) -> None:
+        """Open (or create) the file; an empty or unreadable one is moved aside first."""
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            # SQLite would take it as a new database: pending data silently gone.
+            move_aside(self.path, "the spool file is empty (0 bytes): truncated?")
+        try:
+            self._connect_and_load()
+        except sqlite3.DatabaseError as exc:
+            if not _unreadable(exc):
+                raise
+            with contextlib.suppress(sqlite3.Error, AttributeError):
+                self._db.close()
+            move_aside(self.path, f"not a readable spool: {exc}")
+            self._connect_and_load()
+
+    def _connect_and_load(self) -> None:
+        self._db = _connect(self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._load()
 
     def _load(self) -> None:
         db = self._db
@@ -240,6 +332,7 @@ class DiskSpool(SpoolCounters):
         ]
         if dropped:
             counters.append((_DROPPED_PREFIX + SPOOL_FULL, dropped_total))
+        counters = self._with_unsaved(counters)
         db = self._db
         with _transaction(db):
             if evicted:
@@ -259,6 +352,7 @@ class DiskSpool(SpoolCounters):
         self._bytes = total_bytes + len(frame)
         self._next_seq = batch.seq + 1
         self._spooled += given
+        self._unsaved = False
         self._cache_put(batch)
         if dropped:
             self._dropped[SPOOL_FULL] = dropped_total
@@ -271,10 +365,19 @@ class DiskSpool(SpoolCounters):
         batch = self._cache.get(seq)
         if batch is None:
             self._check_open()
-            row = self._db.execute("SELECT frame FROM batches WHERE seq = ?", (seq,)).fetchone()
+            try:
+                row = self._db.execute("SELECT frame FROM batches WHERE seq = ?", (seq,)).fetchone()
+            except sqlite3.Error as exc:
+                log.error("spool_read_failed", seq=seq, error=str(exc))
+                return None
             if row is None:  # pragma: no cover - the index mirrors the file
                 return None
-            batch = SpooledBatch.from_frame(seq, bytes(row[0]))
+            frame = bytes(row[0])
+            try:
+                batch = _check_frame(seq, self._index[seq][0], frame)
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                self._quarantine(seq, frame, str(exc) or type(exc).__name__)
+                return None
             self._cache_put(batch)
         return batch
 
@@ -303,6 +406,56 @@ class DiskSpool(SpoolCounters):
         log_dropped(reason, count, 1, seq=seq, dropped_total=self.dropped)
         return count
 
+    def split(self, seq: int, max_frame_bytes: int) -> list[int]:
+        batch = self.get(seq)
+        if batch is None:
+            return []
+        chunks, too_large = split_items(batch.items, max_frame_bytes)
+        parts: list[SpooledBatch] = []
+        for chunk in chunks:
+            parts.append(SpooledBatch.of(self._next_seq + len(parts), chunk))
+        counters: list[tuple[str, int]] = [("next_seq", self._next_seq + len(parts))]
+        dropped_total = self._dropped.get(BATCH_TOO_LARGE, 0) + len(too_large)
+        if too_large:
+            counters.append((_DROPPED_PREFIX + BATCH_TOO_LARGE, dropped_total))
+        counters = self._with_unsaved(counters)
+        now = time.time()
+        db = self._db
+        with _transaction(db):
+            db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+            db.executemany(
+                "INSERT INTO batches (seq, readings, bytes, created_at, frame) "
+                "VALUES (?, ?, ?, ?, ?)",
+                ((p.seq, len(p), len(p.frame), now, p.frame) for p in parts),
+            )
+            db.executemany(_SET_COUNTER, counters)
+        self._unsaved = False
+        count, size = self._index.pop(seq)
+        self._readings -= count
+        self._bytes -= size
+        self._uncache(seq)
+        for part in parts:
+            self._index[part.seq] = (len(part), len(part.frame))
+            self._readings += len(part)
+            self._bytes += len(part.frame)
+            self._cache_put(part)
+        self._next_seq += len(parts)
+        if too_large:
+            self._dropped[BATCH_TOO_LARGE] = dropped_total
+            log_dropped(BATCH_TOO_LARGE, len(too_large), 0, seq=seq, dropped_total=self.dropped)
+        return [part.seq for part in parts]
+
+    def lose(self, readings: int, reason: str) -> None:
+        self._spooled += readings
+        self._dropped[reason] = self._dropped.get(reason, 0) + readings
+        self._unsaved = True
+        # Try to write the counters now; when the disk is still full, the next commit will.
+        with contextlib.suppress(sqlite3.Error, SpoolError):
+            self._check_open()
+            with _transaction(self._db):
+                self._db.executemany(_SET_COUNTER, self._with_unsaved([]))
+            self._unsaved = False
+
     def close(self) -> None:
         if self._closed:
             return
@@ -319,12 +472,58 @@ class DiskSpool(SpoolCounters):
         if self._closed:
             raise SpoolError(f"spool {self.path} is closed")
 
+    def _with_unsaved(self, counters: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """``counters``, plus every counter of the ledger when some were not saved (a write
+        failed): the first commit that succeeds puts the file's ledger right again."""
+        if not self._unsaved:
+            return counters
+        names = {name for name, _ in counters}
+        extra = [("spooled", self._spooled)] + [
+            (_DROPPED_PREFIX + reason, value) for reason, value in self._dropped.items()
+        ]
+        return counters + [(name, value) for name, value in extra if name not in names]
+
+    def _quarantine(self, seq: int, frame: bytes, reason: str) -> None:
+        """Move a batch that cannot be read back to the dead-letter file; count it dropped."""
+        record = {
+            "seq": seq,
+            "quarantined_at": time.time(),
+            "reason": reason[:200],
+            "frame_base64": base64.b64encode(frame).decode("ascii"),
+        }
+        try:
+            with open(self.dead_letter_path, "a", encoding="utf-8") as file:
+                file.write(json.dumps(record) + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as exc:  # keep the batch in the file: it is skipped, not lost
+            log.error("spool_quarantine_failed", seq=seq, reason=reason, error=str(exc))
+            return
+        count = self._index[seq][0]
+        total = self._dropped.get(SPOOL_CORRUPT, 0) + count
+        try:
+            self._remove(seq, [(_DROPPED_PREFIX + SPOOL_CORRUPT, total)])
+        except sqlite3.Error as exc:
+            log.error("spool_quarantine_failed", seq=seq, reason=reason, error=str(exc))
+            return
+        self._dropped[SPOOL_CORRUPT] = total
+        log.error(
+            "spool_batch_quarantined",
+            seq=seq,
+            readings=count,
+            reason=reason[:200],
+            dead_letter=str(self.dead_letter_path),
+        )
+        log_dropped(SPOOL_CORRUPT, count, 1, seq=seq, dropped_total=self.dropped)
+
     def _remove(self, seq: int, counters: Iterable[tuple[str, int]]) -> None:
         self._check_open()
+        counters = self._with_unsaved(list(counters))
         db = self._db
         with _transaction(db):
             db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
             db.executemany(_SET_COUNTER, counters)
+        self._unsaved = False
         count, size = self._index.pop(seq)
         self._readings -= count
         self._bytes -= size

@@ -14,7 +14,17 @@ bytes and applies the session's answers, with two tasks until the session ends:
   the session's ``next_deadline``: no polling.
 
 Everything unacked stays in the spool, so a lost connection costs a resend, never a reading.
-Between two connections the sender waits a full-jitter backoff delay, reset by a ``welcome``.
+Between two connections the sender waits a full-jitter backoff delay, reset only by a
+connection that did useful work (a batch acked on it, or ``backoff_reset_after`` seconds
+connected): a collector that welcomes and then closes, says goaway or errors is retried
+slower and slower, up to ``reconnect_max``.
+
+A welcome the session refuses (:func:`~telemetry.agent.session.check_welcome`) is a failed
+handshake: the next endpoint is tried. Each write has a deadline, the earlier of
+``write_timeout`` and the session's ack deadline, so a collector (or a path) that stops reading
+cannot hold the writer in ``drain()`` forever. A spool write that fails when applying an ack
+(disk full) does not end the connection: the ack is kept and applied again later (a resend
+meanwhile is harmless, the reading ids make it idempotent).
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Callable
 
 import structlog
@@ -40,16 +51,24 @@ from telemetry.agent.session import (
     Outcome,
     SenderStats,
     SendFrame,
+    SplitBatch,
+    check_welcome,
+    clip,
 )
 from telemetry.agent.spool import Spool
 from telemetry.backoff import Backoff
 from telemetry.config import AgentSection
 from telemetry.log import get_logger
 from telemetry.protocol import Hello, ProtocolError
+from telemetry.ratelog import RateLimitedLog
 
 __all__ = ["Outcome", "Sender", "SenderStats"]
 
 log = get_logger("telemetry.agent.sender")
+
+#: Seconds between retries of acks the spool failed to apply (disk full), and between two
+#: ``spool_write_failed`` events.
+SPOOL_RETRY_INTERVAL = 1.0
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
@@ -85,6 +104,10 @@ class Sender:
         self._backoff = Backoff(section.reconnect_min, section.reconnect_max, rng)
         self._wake = asyncio.Event()
         self._next_endpoint = 0
+        #: Acks received whose spool write failed: applied again until one succeeds.
+        self._unapplied: dict[int, AckBatch] = {}
+        self._write_errors = RateLimitedLog(log, SPOOL_RETRY_INTERVAL)
+        self._unapplied_retry_at = 0.0
         # Built now so that an id the protocol refuses fails here, not on every connect.
         self._hello = Hello(agent=section.id, token=section.token)
 
@@ -135,12 +158,21 @@ class Sender:
                 try:
                     welcome = await link.handshake(self._hello, section.connect_timeout)
                 except CollectorError as exc:
-                    log.error("collector_error", code=exc.code, detail=exc.detail)
+                    log.error("collector_error", code=clip(exc.code), detail=clip(exc.detail))
                     return Outcome.ERROR
                 except (OSError, TimeoutError, ConnectionClosed, ProtocolError) as exc:
-                    log.warning("handshake_failed", error=str(exc) or type(exc).__name__)
+                    log.warning("handshake_failed", error=clip(str(exc) or type(exc).__name__))
                     return Outcome.CONNECT_FAILED
-                self._backoff.reset()
+                refused = check_welcome(welcome)
+                if refused is not None:
+                    log.error(
+                        "welcome_refused",
+                        collector=clip(welcome.collector),
+                        reason=refused,
+                        hint="the collector's ingest settings are wrong; trying the next endpoint",
+                    )
+                    return Outcome.PROTOCOL_ERROR
+                started = time.monotonic()
                 session = AgentSession(
                     welcome,
                     self.spool,
@@ -149,17 +181,28 @@ class Sender:
                     window=section.window,
                     ack_timeout=section.ack_timeout,
                     heartbeat_interval=section.heartbeat_interval,
+                    retry_min=section.nack_retry_min,
+                    retry_max=section.reconnect_max,
                 )
                 log.info(
                     "connected",
-                    collector=welcome.collector,
+                    collector=clip(welcome.collector),
                     window=session.window,
                     max_frame_bytes=welcome.max_frame_bytes,
                     pending_batches=self.spool.batches,
                 )
                 self.endpoint = endpoint
                 outcome = await self._serve(link, session)
-                log.info("disconnected", reason=outcome.value, unacked=session.unacked)
+                connected = time.monotonic() - started
+                if session.acked_batches or connected >= section.backoff_reset_after:
+                    self._backoff.reset()  # it did useful work: reconnect fast
+                log.info(
+                    "disconnected",
+                    reason=outcome.value,
+                    unacked=session.unacked,
+                    acked_batches=session.acked_batches,
+                    connected_seconds=round(connected, 3),
+                )
                 return outcome
             finally:
                 self.endpoint = None
@@ -197,22 +240,66 @@ class Sender:
             while True:
                 # Cleared before asking the session: a wake during our awaits is not lost.
                 self._wake.clear()
+                self._retry_unapplied()
                 while (action := session.next_action(loop.time())) is not None:
                     if isinstance(action, EndSession):
                         return action.outcome
                     if isinstance(action, SendFrame):
-                        await link.send(action.frame)
+                        started = loop.time()
+                        # The write may not outlast the ack deadline, nor write_timeout.
+                        deadline = started + self.section.write_timeout
+                        ack_deadline = session.ack_deadline
+                        if ack_deadline is not None:
+                            deadline = min(deadline, max(ack_deadline, started))
+                        try:
+                            async with asyncio.timeout_at(deadline):
+                                await link.send(action.frame)
+                        except TimeoutError:
+                            return session.stalled(loop.time() - started, loop.time()).outcome
                         session.written(action, loop.time())
                     else:
                         self._apply(action)
-                await _wait(self._wake, session.next_deadline - loop.time())
+                wait = session.next_deadline - loop.time()
+                if self._unapplied:
+                    wait = min(wait, SPOOL_RETRY_INTERVAL)
+                await _wait(self._wake, wait)
         except OSError as exc:
             return session.lost(str(exc) or type(exc).__name__).outcome
 
-    def _apply(self, action: AckBatch | DropBatch) -> None:
-        """Do to the spool what the session decided, then tell the owner."""
-        if isinstance(action, AckBatch):
-            self.spool.ack(action.seq, action.rejected)
-        else:
-            self.spool.drop(action.seq, action.reason)
+    def _apply(self, action: AckBatch | SplitBatch | DropBatch) -> None:
+        """Do to the spool what the session decided, then tell the owner.
+
+        A spool write that fails (disk full, I/O error) is logged at a bounded rate; an ack is
+        kept and applied again later, a split or a drop is asked again by the next session.
+        """
+        try:
+            if isinstance(action, AckBatch):
+                self._unapplied.pop(action.seq, None)
+                self.spool.ack(action.seq, action.rejected)
+            elif isinstance(action, SplitBatch):
+                seqs = self.spool.split(action.seq, action.max_frame_bytes)
+                log.info("batch_split_into", seq=action.seq, seqs=seqs[:8], batches=len(seqs))
+            else:
+                self.spool.drop(action.seq, action.reason)
+        except Exception as exc:
+            if isinstance(action, AckBatch):
+                self._unapplied[action.seq] = action
+            self._write_errors.warning(
+                "spool_write_failed",
+                op=type(action).__name__,
+                seq=action.seq,
+                error=clip(str(exc) or type(exc).__name__),
+                acks_waiting=len(self._unapplied),
+            )
+            return
         self._on_change()
+
+    def _retry_unapplied(self) -> None:
+        """Apply again the acks whose spool write failed (at most once a second)."""
+        if not self._unapplied or time.monotonic() < self._unapplied_retry_at:
+            return
+        self._unapplied_retry_at = time.monotonic() + SPOOL_RETRY_INTERVAL
+        for action in list(self._unapplied.values()):
+            self._apply(action)
+            if action.seq in self._unapplied:
+                return  # still failing: next time

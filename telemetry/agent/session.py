@@ -16,16 +16,30 @@ what happened and does what the session answers:
   ``ack_timeout``; :class:`SendFrame` for a nacked batch whose retry is due, then for the
   spool's next batches in ``seq`` order while fewer than ``window`` are unacked (nacked ones
   waiting for their retry still count), then for a heartbeat after ``heartbeat_interval`` of
-  silence; :class:`DropBatch` for a batch larger than the collector's ``max_frame_bytes``
-  (the collector would close the connection on it, forever); None when nothing is due before
+  silence; :class:`SplitBatch` for a batch larger than the collector's ``max_frame_bytes``
+  (the collector would close the connection on it, forever: its readings are re-batched into
+  frames that fit, under new seqs); None when nothing is due before
   :attr:`~AgentSession.next_deadline`.
 - :meth:`~AgentSession.written` says a :class:`SendFrame` went out: the heartbeat clock
   restarts and the :class:`SenderStats` count the send (a ``seq`` sent before, on any
   connection, is a resend). :meth:`~AgentSession.lost` says the connection broke.
 
 The session reads the spool through :class:`SpoolView` (which batches exist) but never
-changes it: acks and drops come back as actions for the caller to apply. Every rule about
-what the collector may answer belongs here.
+changes it: acks, splits and drops come back as actions for the caller to apply. Every rule
+about what the collector may answer belongs here, and the session trusts the collector only
+as far as the protocol allows (docs/delivery.md, "What the agent trusts"):
+
+- :func:`check_welcome` refuses a welcome whose ``window`` is below 1 or whose
+  ``max_frame_bytes`` cannot hold one reading of the largest size the schema allows
+  (:data:`MIN_MAX_FRAME_BYTES`); the sender treats that as a failed handshake.
+- An ``ack`` or ``nack`` counts only for a batch in flight on this connection. An ack whose
+  counts do not add up to the batch (``accepted + rejected_count != readings``, a rejected
+  index out of range or repeated, a negative count) is a protocol error: the batch stays
+  spooled and the session ends with :attr:`Outcome.PROTOCOL_ERROR`.
+- A nack's ``retry_after_ms`` is clamped to ``[retry_min, retry_max]``.
+- Strings from the collector (goaway reason, error detail, rejection errors) are cut to
+  :data:`PEER_TEXT_LIMIT` characters before they are logged; the rejections of one ack are
+  one ``readings_rejected`` event with a few samples.
 """
 
 from __future__ import annotations
@@ -37,12 +51,60 @@ from typing import TYPE_CHECKING, Protocol
 from telemetry.agent.spool import BATCH_TOO_LARGE, SpooledBatch
 from telemetry.log import get_logger
 from telemetry.protocol import HEADER_SIZE, HEARTBEAT, Ack, Error, Goaway, Nack, Welcome
+from telemetry.protocol.schema import (
+    MAX_TAGS,
+    METRIC,
+    SENSOR,
+    TAG_KEY,
+    TAG_VALUE,
+    UNIT,
+)
 
 if TYPE_CHECKING:
     from telemetry.protocol.messages import ServerMessage
 
 # The sender's logger: the session's events are the sender's, as they were before the split.
 log = get_logger("telemetry.agent.sender")
+
+
+#: Characters of a collector's string (goaway reason, error detail, rejection errors) logged.
+PEER_TEXT_LIMIT = 200
+#: Rejected readings of one ack whose errors are shown in its ``readings_rejected`` event.
+REJECTION_SAMPLES = 3
+#: The most bytes one valid reading can take encoded: every text field at its longest, each
+#: character 4 bytes of UTF-8, every tag, plus the keys, value and timestamp (generous).
+MAX_READING_BYTES = (
+    4
+    * (
+        SENSOR.max_length
+        + METRIC.max_length
+        + UNIT.max_length
+        + MAX_TAGS * (TAG_KEY.max_length + TAG_VALUE.max_length + 6)
+    )
+    + 512
+)
+#: The smallest ``max_frame_bytes`` a welcome may announce: a batch of one reading of
+#: :data:`MAX_READING_BYTES` must fit, or some reading could never be delivered there.
+MIN_MAX_FRAME_BYTES = MAX_READING_BYTES + 128
+
+
+def clip(text: str, limit: int = PEER_TEXT_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def check_welcome(welcome: Welcome) -> str | None:
+    """Why ``welcome`` is not one to work with, or None when it is."""
+    if welcome.window < 1:
+        return f"window {welcome.window} < 1"
+    if welcome.max_frame_bytes < MIN_MAX_FRAME_BYTES:
+        return (
+            f"max_frame_bytes {welcome.max_frame_bytes} < {MIN_MAX_FRAME_BYTES} "
+            "(one reading of the largest size must fit)"
+        )
+    return None
 
 
 class Outcome(enum.Enum):
@@ -53,6 +115,12 @@ class Outcome(enum.Enum):
     ERROR = "error"
     GOAWAY = "goaway"
     ACK_TIMEOUT = "ack_timeout"
+    #: The collector broke the protocol (an ack for a batch not in flight, counts that do
+    #: not add up, a bad welcome): what it said is not believed.
+    PROTOCOL_ERROR = "protocol_error"
+    #: A write did not complete within ``write_timeout`` (or the ack timeout): the collector
+    #: or the path stopped reading.
+    WRITE_TIMEOUT = "write_timeout"
 
 
 @dataclass
@@ -113,6 +181,15 @@ class AckBatch:
 
 
 @dataclass(frozen=True)
+class SplitBatch:
+    """Re-batch the readings of batch ``seq`` into batches whose frames carry at most
+    ``max_frame_bytes`` of payload, under new seqs (see :meth:`Spool.split`)."""
+
+    seq: int
+    max_frame_bytes: int
+
+
+@dataclass(frozen=True)
 class DropBatch:
     """Remove batch ``seq`` from the spool unacked, counted as dropped for ``reason``."""
 
@@ -144,12 +221,18 @@ class AgentSession:
         window: int,
         ack_timeout: float,
         heartbeat_interval: float,
+        retry_min: float = 0.05,
+        retry_max: float = 30.0,
     ) -> None:
-        self.window = min(window, welcome.window)
+        self.window = max(1, min(window, welcome.window))
         self.max_frame_bytes = welcome.max_frame_bytes
         self.ack_timeout = ack_timeout
         self.heartbeat_interval = heartbeat_interval
+        self.retry_min = retry_min
+        self.retry_max = max(retry_min, retry_max)
         self.stats = stats
+        #: Batches acked on this connection: it did useful work (the sender's backoff resets).
+        self.acked_batches = 0
         #: Why the session ended, once it has.
         self.outcome: Outcome | None = None
         self._spool = spool
@@ -172,6 +255,16 @@ class AgentSession:
         return self._drain_deadline is not None
 
     @property
+    def ack_deadline(self) -> float | None:
+        """When the oldest batch in flight times out, or the drain ends; None if neither."""
+        deadlines = []
+        if self._inflight:
+            deadlines.append(next(iter(self._inflight.values())))
+        if self._drain_deadline is not None:
+            deadlines.append(self._drain_deadline)
+        return min(deadlines) if deadlines else None
+
+    @property
     def next_deadline(self) -> float:
         """When :meth:`next_action` may have something to do even if nothing happens before:
         a heartbeat, an ack timeout, the drain's end or a retry."""
@@ -188,16 +281,18 @@ class AgentSession:
 
     def receive(self, message: ServerMessage, now: float) -> AckBatch | EndSession | None:
         """A message from the collector; what the spool must do with it, or the end."""
+        if self.outcome is not None:  # over: what else it says is not acted upon
+            return EndSession(self.outcome)
         if isinstance(message, Ack):
             return self._on_ack(message)
         if isinstance(message, Nack):
-            self._on_nack(message, now)
-        elif isinstance(message, Goaway):
-            log.info("goaway_received", reason=message.reason, unacked=len(self._inflight))
+            return self._on_nack(message, now)
+        if isinstance(message, Goaway):
+            log.info("goaway_received", reason=clip(message.reason), unacked=len(self._inflight))
             if self._drain_deadline is None:
                 self._drain_deadline = now + self.ack_timeout
         elif isinstance(message, Error):
-            log.error("collector_error", code=message.code, detail=message.detail)
+            log.error("collector_error", code=clip(message.code), detail=clip(message.detail))
             return self._end(Outcome.ERROR)
         elif isinstance(message, Welcome):
             return self.lost("unexpected second welcome")
@@ -205,7 +300,7 @@ class AgentSession:
 
     def lost(self, error: str) -> EndSession:
         """The connection broke (EOF, reset, a broken stream): the session is over."""
-        log.warning("connection_lost", error=error)
+        log.warning("connection_lost", error=clip(error))
         return self._end(Outcome.LOST)
 
     def written(self, sent: SendFrame, now: float) -> None:
@@ -220,7 +315,17 @@ class AgentSession:
 
     # --- decisions ----------------------------------------------------------------------
 
-    def next_action(self, now: float) -> SendFrame | DropBatch | EndSession | None:
+    def stalled(self, waited: float, now: float) -> EndSession:
+        """A write did not complete in time (the collector or the path stopped reading)."""
+        log.warning(
+            "write_stalled",
+            waited=round(waited, 3),
+            unacked=len(self._inflight),
+            ack_timeout=self.ack_timeout,
+        )
+        return self._end(Outcome.WRITE_TIMEOUT)
+
+    def next_action(self, now: float) -> SendFrame | SplitBatch | DropBatch | EndSession | None:
         """The next thing to do at ``now``, or None until :attr:`next_deadline` or an event.
 
         A :class:`SendFrame` for a batch puts it in flight at once: an ack may arrive before
@@ -254,31 +359,81 @@ class AgentSession:
             self.outcome = outcome
         return EndSession(self.outcome)
 
-    def _on_ack(self, ack: Ack) -> AckBatch | None:
-        self._inflight.pop(ack.seq, None)
-        self._retry.pop(ack.seq, None)
+    def _violation(self, event: str, **fields: object) -> EndSession:
+        """The collector broke the protocol: believe nothing more from it on this connection."""
+        log.error(event, unacked=len(self._inflight), **fields)
+        return self._end(Outcome.PROTOCOL_ERROR)
+
+    def _on_ack(self, ack: Ack) -> AckBatch | EndSession | None:
+        if ack.seq not in self._inflight:
+            # Never sent on this connection (or nacked, or acked already): a collector that
+            # acks it did not store it, whatever it says.
+            return self._violation("ack_not_in_flight", seq=ack.seq, in_flight=self._seqs())
         batch = self._spool.get(ack.seq)
-        if batch is None:  # dropped from a full spool while in flight, or a duplicate ack
+        if batch is None:  # dropped from a full spool while in flight
+            del self._inflight[ack.seq]
             log.debug("ack_for_unknown_batch", seq=ack.seq)
             return None
-        rejected = {r.index for r in ack.rejected if 0 <= r.index < len(batch)}
-        for rejection in ack.rejected:
-            log.warning(
-                "reading_rejected", seq=ack.seq, index=rejection.index, errors=rejection.errors
+        readings = len(batch)
+        listed = len(ack.rejected)
+        unlisted = ack.rejected_unlisted or 0
+        # Counts first (O(1)): a huge rejected list is refused before it is iterated.
+        if (
+            ack.accepted < 0
+            or unlisted < 0
+            or listed > readings
+            or ack.accepted + listed + unlisted != readings
+        ):
+            return self._violation(
+                "ack_count_mismatch",
+                seq=ack.seq,
+                readings=readings,
+                accepted=ack.accepted,
+                rejected=listed + unlisted,
             )
-        accepted = len(batch) - len(rejected)
-        if ack.accepted != accepted:
-            log.warning("ack_count_mismatch", seq=ack.seq, accepted=ack.accepted, expected=accepted)
-        log.debug("batch_acked", seq=ack.seq, accepted=accepted, rejected=len(rejected))
-        return AckBatch(ack.seq, len(rejected))
+        indexes = {r.index for r in ack.rejected}
+        if len(indexes) != listed or any(not 0 <= i < readings for i in indexes):
+            return self._violation(
+                "ack_bad_rejected_index",
+                seq=ack.seq,
+                readings=readings,
+                indexes=sorted(indexes)[:REJECTION_SAMPLES] + sorted(indexes)[-REJECTION_SAMPLES:],
+            )
+        del self._inflight[ack.seq]
+        rejected = listed + unlisted
+        if rejected:
+            log.warning(
+                "readings_rejected",
+                seq=ack.seq,
+                rejected=rejected,
+                readings=readings,
+                samples=[
+                    {"index": r.index, "errors": [clip(e) for e in r.errors[:REJECTION_SAMPLES]]}
+                    for r in ack.rejected[:REJECTION_SAMPLES]
+                ],
+            )
+        self.acked_batches += 1
+        log.debug("batch_acked", seq=ack.seq, accepted=ack.accepted, rejected=rejected)
+        return AckBatch(ack.seq, rejected)
 
-    def _on_nack(self, nack: Nack, now: float) -> None:
-        if self._inflight.pop(nack.seq, None) is None:
-            log.debug("nack_for_unknown_batch", seq=nack.seq)
-            return
-        delay = max(0, nack.retry_after_ms) / 1000
+    def _on_nack(self, nack: Nack, now: float) -> EndSession | None:
+        if nack.seq not in self._inflight:
+            return self._violation("nack_not_in_flight", seq=nack.seq, in_flight=self._seqs())
+        del self._inflight[nack.seq]
+        delay = min(max(nack.retry_after_ms / 1000, self.retry_min), self.retry_max)
         self._retry[nack.seq] = now + delay
-        log.info("batch_nacked", seq=nack.seq, reason=nack.reason, retry_after_ms=delay * 1000)
+        log.info(
+            "batch_nacked",
+            seq=nack.seq,
+            reason=clip(nack.reason),
+            retry_after_ms=nack.retry_after_ms,
+            retry_in=round(delay, 3),
+        )
+        return None
+
+    def _seqs(self) -> list[int]:
+        """A few of the seqs in flight, for a log line."""
+        return list(self._inflight)[:8]
 
     def _due_retry(self, now: float) -> SendFrame | None:
         for seq, due in list(self._retry.items()):
@@ -289,7 +444,7 @@ class AgentSession:
                     return self._send(batch, now)
         return None
 
-    def _next_new(self, now: float) -> SendFrame | DropBatch | None:
+    def _next_new(self, now: float) -> SendFrame | SplitBatch | DropBatch | None:
         if len(self._inflight) + len(self._retry) >= self.window:
             return None
         batch = self._next_batch()
@@ -297,13 +452,22 @@ class AgentSession:
             return None
         size = len(batch.frame) - HEADER_SIZE
         if size > self.max_frame_bytes:
-            log.error(
-                "batch_too_large",
+            if len(batch) <= 1:  # cannot be split (the welcome check makes this unreachable)
+                log.error(
+                    "batch_too_large",
+                    seq=batch.seq,
+                    bytes=size,
+                    max_frame_bytes=self.max_frame_bytes,
+                )
+                return DropBatch(batch.seq, BATCH_TOO_LARGE)
+            log.warning(
+                "batch_split",
                 seq=batch.seq,
                 bytes=size,
+                readings=len(batch),
                 max_frame_bytes=self.max_frame_bytes,
             )
-            return DropBatch(batch.seq, BATCH_TOO_LARGE)
+            return SplitBatch(batch.seq, self.max_frame_bytes)
         return self._send(batch, now)
 
     def _next_batch(self) -> SpooledBatch | None:

@@ -48,6 +48,39 @@ SPOOL_FULL_LOG_INTERVAL = 1.0
 SPOOL_FULL = "spool_full"
 BATCH_TOO_LARGE = "batch_too_large"
 UNACKED_AT_EXIT = "unacked_at_exit"
+#: The spool could not store a closed batch (disk full, I/O error): its readings are counted
+#: as dropped instead of killing the source that produced them.
+SPOOL_WRITE_FAILED = "spool_write_failed"
+#: A stored batch that cannot be read back as the frame it was (a corrupt spool file): it is
+#: quarantined to the dead-letter file beside the spool.
+SPOOL_CORRUPT = "spool_corrupt"
+
+#: Payload bytes of a batch frame besides its readings, with room for a 20-digit seq.
+BATCH_OVERHEAD = len(b'{"type":"batch","seq":,"readings":[]}') + 20
+
+
+def split_items(
+    items: Sequence[bytes], max_frame_bytes: int
+) -> tuple[list[list[bytes]], list[bytes]]:
+    """``items`` (encoded readings, in order) cut into runs whose batch frame payload fits
+    ``max_frame_bytes``, and the items too large to fit even alone."""
+    chunks: list[list[bytes]] = []
+    too_large: list[bytes] = []
+    current: list[bytes] = []
+    size = BATCH_OVERHEAD
+    for item in items:
+        if BATCH_OVERHEAD + len(item) > max_frame_bytes:
+            too_large.append(item)
+            continue
+        cost = len(item) + (1 if current else 0)  # the comma
+        if size + cost > max_frame_bytes:
+            chunks.append(current)
+            current, size, cost = [], BATCH_OVERHEAD, len(item)
+        current.append(item)
+        size += cost
+    if current:
+        chunks.append(current)
+    return chunks, too_large
 
 
 @dataclass(frozen=True)
@@ -173,6 +206,21 @@ class Spool(Protocol):
 
     def drop(self, seq: int, reason: str) -> int:
         """Remove batch ``seq`` without an ack, count its readings as dropped, return them."""
+        ...
+
+    def split(self, seq: int, max_frame_bytes: int) -> list[int]:
+        """Replace batch ``seq`` by batches of its readings, in order, whose frames carry at
+        most ``max_frame_bytes`` of payload, under new seqs (from :attr:`next_seq`); return
+        them. A reading too large alone is dropped as ``batch_too_large``.
+
+        New seqs, never the old one: a reading id is ``<agent>:<seq>:<index>``, and a part
+        sent as ``seq`` would give ids that other readings of the batch had.
+        """
+        ...
+
+    def lose(self, readings: int, reason: str) -> None:
+        """Count ``readings`` that could not be stored (:meth:`add` failed) as spooled and
+        dropped for ``reason``, so the ledger still says where they went."""
         ...
 
     def close(self) -> None:
@@ -364,6 +412,28 @@ class MemorySpool(SpoolCounters):
         self._dropped[reason] += len(batch)
         log_dropped(reason, len(batch), 1, seq=seq, dropped_total=self.dropped)
         return len(batch)
+
+    def split(self, seq: int, max_frame_bytes: int) -> list[int]:
+        batch = self._remove(seq)
+        if batch is None:
+            return []
+        chunks, too_large = split_items(batch.items, max_frame_bytes)
+        seqs = []
+        for chunk in chunks:
+            part = SpooledBatch.of(self._next_seq, chunk)
+            self._next_seq += 1
+            self._batches[part.seq] = part
+            self._readings += len(part)
+            self._bytes += len(part.frame)
+            seqs.append(part.seq)
+        if too_large:
+            self._dropped[BATCH_TOO_LARGE] += len(too_large)
+            log_dropped(BATCH_TOO_LARGE, len(too_large), 0, seq=seq, dropped_total=self.dropped)
+        return seqs
+
+    def lose(self, readings: int, reason: str) -> None:
+        self._spooled += readings
+        self._dropped[reason] += readings
 
     def discard(self, reason: str) -> int:
         """Drop every batch held, counted under ``reason``; the caller logs it once."""

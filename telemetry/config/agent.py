@@ -41,6 +41,15 @@ class AgentSection(Strict):
     shutdown_timeout: float = Field(default=30.0, gt=0)
     #: Seconds between two ``ledger`` log events (reading counters); 0: only at exit.
     ledger_interval: float = Field(default=60.0, ge=0)
+    #: Seconds one frame may take to be written (the collector, or the path, stopped reading)
+    #: before the connection is closed and re-established. The ack timeout holds too.
+    write_timeout: float = Field(default=30.0, gt=0)
+    #: Least seconds before a nacked batch is resent, whatever ``retry_after_ms`` says (at
+    #: most ``reconnect_max``).
+    nack_retry_min: float = Field(default=0.05, gt=0)
+    #: Seconds a connection must last for the reconnect backoff to reset when no batch was
+    #: acked on it: a collector that welcomes then closes does not get a hot reconnect loop.
+    backoff_reset_after: float = Field(default=10.0, ge=0)
 
     @field_validator("endpoints")
     @classmethod

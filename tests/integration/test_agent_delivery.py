@@ -118,7 +118,8 @@ async def test_resend_after_connection_drop_loses_nothing(fake: FakeCollector) -
 async def test_nacked_batch_resent_after_retry_after(fake: FakeCollector) -> None:
     """A nacked batch is sent again no sooner than retry_after_ms, then acked."""
     fake.nack = {0: 200}
-    async with Agent(section(fake.endpoint), spool()) as agent:
+    # reconnect_max caps a nack's delay: leave room for 200 ms.
+    async with Agent(section(fake.endpoint, reconnect_max=1.0), spool()) as agent:
         for n in range(10):
             await agent.send(reading(n))
         assert await agent.wait_acked(scaled(3.0))

@@ -3,9 +3,11 @@ clock and without an event loop."""
 
 from __future__ import annotations
 
+import pytest
 from structlog.testing import capture_logs
 
 from telemetry.agent.session import (
+    MIN_MAX_FRAME_BYTES,
     AckBatch,
     AgentSession,
     DropBatch,
@@ -13,6 +15,8 @@ from telemetry.agent.session import (
     Outcome,
     SenderStats,
     SendFrame,
+    SplitBatch,
+    check_welcome,
 )
 from telemetry.agent.spool import BATCH_TOO_LARGE, MemorySpool
 from telemetry.protocol import HEARTBEAT, Ack, Error, Goaway, Nack, RejectedReading, Welcome
@@ -92,21 +96,66 @@ def test_a_batch_spooled_later_is_sent_when_the_window_has_room() -> None:
 
 
 def test_an_ack_frees_a_slot_and_tells_the_spool() -> None:
-    """An ack answers AckBatch with the count of valid rejected indexes, and its slot takes
-    the next batch."""
-    spool = spool_of(3)
+    """An ack answers AckBatch with its rejected count, listed and unlisted, and its slot
+    takes the next batch; the rejections are one summary event, reasons cut short."""
+    spool = spool_of(4, readings=4)
     session = session_on(spool, window=2)
     assert sent_seqs(run(session, 0.0)) == [0, 1]
-    rejected = [
-        RejectedReading(index=1, errors=["bad"]),
-        RejectedReading(index=7, errors=["out of range"]),
-    ]
-    assert session.receive(Ack(seq=0, accepted=1, rejected=rejected), 1.0) == AckBatch(0, 1)
+    rejected = [RejectedReading(index=1, errors=["x" * 10_000])]
+    with capture_logs() as logs:
+        assert session.receive(Ack(seq=0, accepted=3, rejected=rejected), 1.0) == AckBatch(0, 1)
+    (event,) = [e for e in logs if e["event"] == "readings_rejected"]
+    assert len(event["samples"][0]["errors"][0]) < 300
     assert session.unacked == 1
     assert sent_seqs(run(session, 1.0)) == [2]
+    unlisted = Ack(seq=1, accepted=1, rejected=rejected, rejected_unlisted=2)
+    assert session.receive(unlisted, 1.0) == AckBatch(1, 3)
+    assert session.acked_batches == 2
 
 
-def test_an_ack_for_a_batch_gone_from_the_spool_is_ignored() -> None:
+@pytest.mark.parametrize(
+    ("accepted", "indexes", "unlisted"),
+    [
+        (0, [], None),  # accepted: 0, rejected: [] for a batch of 4
+        (1, [1, 7], None),  # an index out of range
+        (2, [1, 1], None),  # an index twice
+        (5, [], None),  # more accepted than readings
+        (-1, [], 5),  # a negative count making up the sum
+        (0, list(range(200_000)), None),  # more rejected than readings: refused unread
+    ],
+)
+def test_an_ack_whose_counts_do_not_match_the_batch_is_a_protocol_error(
+    accepted: int, indexes: list[int], unlisted: int | None
+) -> None:
+    """The batch stays spooled and in the books as pending; the session ends, logged once
+    with both numbers."""
+    spool = spool_of(1, readings=4)
+    session = session_on(spool)
+    run(session, 0.0)
+    rejected = [RejectedReading(index=i, errors=["bad"]) for i in indexes]
+    ack_ = Ack(seq=0, accepted=accepted, rejected=rejected, rejected_unlisted=unlisted)
+    with capture_logs() as logs:
+        assert session.receive(ack_, 1.0) == EndSession(Outcome.PROTOCOL_ERROR)
+    assert len(logs) == 1
+    assert logs[0]["event"].startswith("ack_")
+    assert spool.get(0) is not None
+    assert session.receive(ack(0, 4), 1.0) == EndSession(Outcome.PROTOCOL_ERROR)
+
+
+def test_an_ack_for_a_batch_not_in_flight_is_a_protocol_error() -> None:
+    """Window 1: an ack for the spooled but never sent batch N+1 takes nothing off the
+    books; the session ends (the batch was not stored, whatever the collector says)."""
+    spool = spool_of(3)
+    session = session_on(spool, window=1)
+    assert sent_seqs(run(session, 0.0)) == [0]
+    with capture_logs() as logs:
+        assert session.receive(ack(1), 1.0) == EndSession(Outcome.PROTOCOL_ERROR)
+    assert [e["event"] for e in logs] == ["ack_not_in_flight"]
+    assert session.receive(ack(0), 1.0) == EndSession(Outcome.PROTOCOL_ERROR)
+    assert spool.batches == 3
+
+
+def test_an_ack_for_a_batch_gone_from_the_spool_is_ignored() -> None:  # in flight, though
     """An ack for a batch the spool no longer holds (dropped, or a duplicate) asks nothing."""
     spool = spool_of(1)
     session = session_on(spool)
@@ -132,13 +181,44 @@ def test_a_nack_holds_the_slot_and_resends_after_retry_after_ms() -> None:
     assert sent_seqs(run(session, 2.0)) == [2]
 
 
-def test_a_nack_for_a_batch_not_in_flight_is_ignored() -> None:
-    """A nack for a seq not in flight schedules nothing."""
+def test_a_nack_for_a_batch_not_in_flight_is_a_protocol_error() -> None:
+    """A nack for a seq not in flight schedules nothing and ends the session."""
     session = session_on(spool_of(1))
     run(session, 0.0)
-    session.receive(Nack(seq=99, reason="x", retry_after_ms=0), 1.0)
-    assert session.unacked == 1
-    assert run(session, 1.0) == []
+    end = session.receive(Nack(seq=99, reason="x", retry_after_ms=0), 1.0)
+    assert end == EndSession(Outcome.PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize(("retry_after_ms", "delay"), [(0, 0.05), (-5, 0.05), (10**12, 30.0)])
+def test_nack_delays_are_clamped(retry_after_ms: int, delay: float) -> None:
+    """retry_after_ms 0 or negative waits the floor (no hot loop); a huge one waits
+    retry_max (no silent stall)."""
+    session = session_on(spool_of(1))
+    run(session, 0.0)
+    session.receive(Nack(seq=0, reason="x" * 10_000, retry_after_ms=retry_after_ms), 1.0)
+    assert sent_seqs(run(session, 1.0)) == []
+    assert sent_seqs(run(session, 1.0 + delay - 0.001)) == []
+    assert sent_seqs(run(session, 1.0 + delay)) == [0]
+
+
+@pytest.mark.parametrize(
+    ("window", "max_frame_bytes"), [(0, 1 << 20), (-1, 1 << 20), (8, 0), (8, -1), (8, 100)]
+)
+def test_a_bad_welcome_is_refused(window: int, max_frame_bytes: int) -> None:
+    """check_welcome refuses window < 1 and a max_frame_bytes one reading may not fit."""
+    welcome = Welcome(collector="c", max_frame_bytes=max_frame_bytes, window=window)
+    assert check_welcome(welcome) is not None
+    good = Welcome(collector="c", max_frame_bytes=MIN_MAX_FRAME_BYTES, window=1)
+    assert check_welcome(good) is None
+
+
+def test_peer_strings_are_clipped_in_logs() -> None:
+    """A 50 MB goaway reason or a 1 MB error detail is logged cut to a few hundred chars."""
+    session = session_on(spool_of(0))
+    with capture_logs() as logs:
+        session.receive(Goaway(reason="g" * 50_000_000), 0.0)
+        session.receive(Error(code="c", detail="d" * 1_000_000), 0.0)
+    assert all(len(str(e)) < 1000 for e in logs)
 
 
 def test_goaway_drains_in_flight_batches_then_ends() -> None:
@@ -203,17 +283,36 @@ def test_a_batch_send_restarts_the_heartbeat_clock() -> None:
     assert run(session, 10.0 + HEARTBEAT_INTERVAL) == [SendFrame(HEARTBEAT)]
 
 
-def test_a_batch_larger_than_max_frame_bytes_is_dropped() -> None:
-    """A batch over the collector's max_frame_bytes is dropped from the spool (counted as
-    batch_too_large), not sent, and the next batch goes."""
-    spool = MemorySpool(1000, first_seq=0)
-    spool.add([{"sensor": "s", "value": float(i)} for i in range(50)])
+def test_a_batch_larger_than_max_frame_bytes_is_split_not_dropped() -> None:
+    """A batch over the collector's max_frame_bytes is split (new seqs, readings in order),
+    never dropped; the parts and the next batch are sent."""
+    spool = MemorySpool(100_000, first_seq=0)
+    spool.add([{"sensor": "s" * 200, "value": float(i)} for i in range(800)])
     spool.add([{"sensor": "s", "value": 1.0}])
-    session = session_on(spool, max_frame_bytes=200)
+    session = session_on(spool, max_frame_bytes=MIN_MAX_FRAME_BYTES)
     actions = run(session, 0.0)
-    assert actions[0] == DropBatch(0, BATCH_TOO_LARGE)
-    assert sent_seqs(actions) == [1]
-    assert session.unacked == 1
+    assert actions[0] == SplitBatch(0, MIN_MAX_FRAME_BYTES)
+    seqs = spool.split(0, MIN_MAX_FRAME_BYTES)
+    assert len(seqs) >= 2
+    assert seqs[0] == 2
+    assert spool.dropped == 0
+    assert spool.readings == 801
+    values = [r["value"] for s in seqs for r in spool.get(s).readings]  # type: ignore[union-attr]
+    assert values == [float(i) for i in range(800)]
+    assert all(len(spool.get(s).frame) - 10 <= MIN_MAX_FRAME_BYTES for s in seqs)  # type: ignore[union-attr]
+    assert sent_seqs(actions + run(session, 0.0))[:3] == [1, *seqs[:2]]
+
+
+def test_a_reading_too_large_alone_is_dropped_counted() -> None:
+    """Only a single reading that cannot fit even alone is dropped, as batch_too_large."""
+    spool = MemorySpool(1000, first_seq=0)
+    spool.add([{"sensor": "s", "value": 1.0}, {"sensor": "s" * 300, "value": 2.0}])
+    assert len(spool.split(0, 120)) == 1
+    assert spool.dropped_by_reason == {BATCH_TOO_LARGE: 1}
+    assert spool.readings == 1
+    one = MemorySpool(1000, first_seq=0)
+    one.add([{"sensor": "s" * 300, "value": 2.0}])
+    assert run(session_on(one, max_frame_bytes=100), 0.0)[0] == DropBatch(0, BATCH_TOO_LARGE)
 
 
 def test_resends_on_a_new_session_are_counted_as_resends() -> None:

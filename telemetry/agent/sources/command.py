@@ -43,6 +43,8 @@ def parse_json_output(text: str) -> list[Any]:
         raise SampleError("no output")
     try:
         value = json.loads(stripped)
+    except RecursionError:
+        raise SampleError("output nested too deeply") from None
     except json.JSONDecodeError:
         items: list[Any] = []
         for number, line in enumerate(stripped.splitlines(), 1):
@@ -52,6 +54,10 @@ def parse_json_output(text: str) -> list[Any]:
                 items.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise SampleError(f"output line {number} is not JSON: {exc.msg}") from None
+            except (ValueError, RecursionError) as exc:
+                raise SampleError(
+                    f"output line {number} is not usable JSON: {exc!r:.100}"
+                ) from None
         return items
     return value if isinstance(value, list) else [value]
 

@@ -47,6 +47,10 @@ def parse_line(line: bytes, tags: Mapping[str, str] | None = None) -> Reading | 
         raise BadLine(f"not JSON: {exc.msg} at column {exc.colno}") from None
     except UnicodeDecodeError:
         raise BadLine("not UTF-8") from None
+    except RecursionError:
+        raise BadLine("nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise BadLine(f"not JSON: {str(exc)[:100]}") from None
     if not isinstance(obj, dict):
         raise BadLine("not a JSON object")
     if tags:
@@ -57,6 +61,8 @@ def parse_line(line: bytes, tags: Mapping[str, str] | None = None) -> Reading | 
         return validate_reading(obj)
     except ValidationError as exc:
         raise BadLine("; ".join(describe_errors(exc))) from None
+    except (ValueError, TypeError, RecursionError) as exc:  # whatever the shape, one bad line
+        raise BadLine(f"not a reading: {type(exc).__name__}") from None
 
 
 class LineSplitter:
@@ -168,9 +174,10 @@ class StdinSource:
                 if isinstance(line, BadLine):
                     raise line
                 reading = parse_line(line, self.config.tags)
-            except BadLine as exc:
+            except Exception as exc:  # any line, of any shape, is at worst one bad line
+                reason = str(exc) if isinstance(exc, BadLine) else type(exc).__name__
                 self.bad_lines += 1
-                log.warning("stdin_bad_line", source=self.name, line=self.lines, reason=str(exc))
+                log.warning("stdin_bad_line", source=self.name, line=self.lines, reason=reason)
                 continue
             if reading is not None:
                 await sink.send(reading)
