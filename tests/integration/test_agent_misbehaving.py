@@ -90,7 +90,7 @@ async def test_lying_acks_take_nothing_off_the_books(
         await agent.start()
         with capture_logs() as logs:
             await feed(agent, 200)
-            await until(lambda: liar.connections >= 3)
+            await until(lambda: liar.connections >= 3, timeout=15)
         await agent.close(0)
     assert spool.acked == 0
     assert spool.readings == 200
