@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from telemetry.config.base import DEFAULT_INGEST_PORT, LogConfig, Strict
 from telemetry.config.loading import TomlThenEnv
 from telemetry.config.sources import SourceConfig
+from telemetry.config.tls import ClientTlsConfig
 
 
 class AgentSection(Strict):
@@ -41,6 +42,8 @@ class AgentSection(Strict):
     shutdown_timeout: float = Field(default=30.0, gt=0)
     #: Seconds between two ``ledger`` log events (reading counters); 0: only at exit.
     ledger_interval: float = Field(default=60.0, ge=0)
+    #: TLS to the collectors (docs/security.md); unset: plaintext.
+    tls: ClientTlsConfig | None = None
 
     @field_validator("endpoints")
     @classmethod
