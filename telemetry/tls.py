@@ -137,8 +137,15 @@ def explain_client_error(exc: BaseException, target: str) -> str:
     return f"TLS to {target} failed: {text}"
 
 
-def plaintext_hint(endpoint: str) -> str:
-    """What a plaintext client is told when the collector hangs up before ``welcome``."""
+def closed_hint(endpoint: str, tls: bool) -> str:
+    """What a client is told when the collector hangs up before ``welcome``: over TLS, most
+    likely its client certificate was missing or refused; in plaintext, a TLS port."""
+    if tls:
+        return (
+            f"the collector {endpoint} closed the TLS connection before answering the hello: "
+            "it may require a client certificate (cert_file / --cert-file) or have refused "
+            "ours (not signed by its client_ca_file, or expired)"
+        )
     return (
         f"the collector {endpoint} closed the connection before answering the hello: "
         "is it a TLS port? (set [agent.tls], or --tls)"

@@ -30,7 +30,7 @@ from telemetry.protocol import (
     parse_server_message,
 )
 from telemetry.protocol.messages import ServerMessage
-from telemetry.tls import ClientTls, TlsHandshakeError, explain_client_error, plaintext_hint
+from telemetry.tls import ClientTls, TlsHandshakeError, closed_hint, explain_client_error
 
 log = get_logger("telemetry.agent.connection")
 
@@ -170,10 +170,9 @@ class CollectorLink:
         except ssl.SSLError as exc:  # TLS 1.3: a refused client certificate shows up here
             raise _tls_failed(exc, self.endpoint) from None
         except (ConnectionClosed, ConnectionResetError) as exc:
-            if self.tls:
-                raise
-            log.error("closed_before_welcome", endpoint=self.endpoint, error=str(exc))
-            raise ConnectionClosed(plaintext_hint(self.endpoint)) from None
+            hint = closed_hint(self.endpoint, self.tls)
+            log.error("closed_before_welcome", endpoint=self.endpoint, error=str(exc), hint=hint)
+            raise ConnectionClosed(hint) from None
         if isinstance(message, Error):
             raise CollectorError(message.code, message.detail)
         if not isinstance(message, Welcome):
