@@ -443,3 +443,32 @@ async def test_bench_over_tls(
     )
     result = await run_bench(opts)
     assert result.accepted == 200
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+async def test_make_certs_script_gives_working_mtls_certificates(
+    start_collector: StartCollector, recording_sink: RecordingSink, tmp_path: Path
+) -> None:
+    """scripts/make-certs.sh (used by docker-compose.tls.yml) makes certificates that work
+    for mutual TLS, the agent id being the client certificate's CN."""
+    script = Path(__file__).parents[2] / "scripts" / "make-certs.sh"
+    certs = tmp_path / "certs"
+    process = await asyncio.create_subprocess_exec(
+        "sh", str(script), str(certs), "localhost", "--", "agent-1",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    server = Issued(certs / "collector.pem", certs / "collector.key", 0)
+    collector = await start_collector(
+        sinks=[recording_sink], ingest=ingest_tls(server, certs / "ca.pem")
+    )
+    assert collector.ingest_port is not None
+    section = agent(
+        collector.ingest_port,
+        "agent-1",
+        ca_file=certs / "ca.pem",
+        cert_file=certs / "agent-1.pem",
+        key_file=certs / "agent-1.key",
+    )
+    assert (await send(section)).accepted == 1
