@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,7 @@ from telemetry.protocol import (
     encode_frame,
     parse_server_message,
 )
+from telemetry.tls import ClientTls, explain_client_error
 
 #: Distinct readings in the pre-encoded pool (more when a batch is larger).
 POOL = 500
@@ -75,6 +77,8 @@ class BenchOptions:
     token: str | None = None
     #: Seconds to connect, and the longest wait for any progress (an ack, a write).
     timeout: float = 30.0
+    #: TLS to the collector (``--tls``); None: plaintext.
+    tls: ClientTls | None = None
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -287,8 +291,12 @@ class _Connection:
         self._messages: list[ServerMessage] = []
 
     async def open(self) -> None:
+        opts = self.opts
+        secure = opts.tls.connect_kwargs(opts.host, opts.timeout) if opts.tls is not None else {}
         try:
-            self.reader, self.writer = await asyncio.open_connection(self.opts.host, self.opts.port)
+            self.reader, self.writer = await asyncio.open_connection(opts.host, opts.port, **secure)
+        except ssl.SSLError as exc:
+            raise BenchError(explain_client_error(exc, f"{opts.host}:{opts.port}")) from None
         except OSError as exc:
             raise BenchError(
                 f"cannot connect to {self.opts.host}:{self.opts.port}: {exc.strerror or exc}"

@@ -20,6 +20,8 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from telemetry.tls import ClientTls
+
 #: Exit codes: 0 ``--count`` readings printed; 1 the stream ended or broke; 2 no connection.
 EXIT_OK = 0
 EXIT_ENDED = 1
@@ -134,10 +136,12 @@ async def tail(
     json_lines: bool | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    tls: ClientTls | None = None,
 ) -> int:
     """Print readings from the collector at ``url`` until ``count`` (0: forever); exit code.
 
-    ``json_lines`` None: JSON lines unless ``out`` is a terminal.
+    ``json_lines`` None: JSON lines unless ``out`` is a terminal. ``tls``: the CA, client
+    certificate and server name for an ``https://`` URL (default: the system's trust store).
     """
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
@@ -154,7 +158,7 @@ async def tail(
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(endpoint, params=params) as response,
+            session.get(endpoint, params=params, **_tls_kwargs(tls)) as response,
         ):
             if response.status != 200:
                 text = (await response.text())[:200]
@@ -187,3 +191,10 @@ async def tail(
         return EXIT_ENDED
     print("telemetry: the collector ended the stream", file=err)
     return EXIT_ENDED
+
+
+def _tls_kwargs(tls: ClientTls | None) -> dict[str, Any]:
+    """aiohttp's ``ssl`` and ``server_hostname`` for ``tls``."""
+    if tls is None:
+        return {}
+    return {"ssl": tls.context, "server_hostname": tls.server_name}

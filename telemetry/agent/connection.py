@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
 from collections import deque
 
 from telemetry.config import parse_endpoint
@@ -30,6 +31,7 @@ from telemetry.protocol import (
     parse_server_message,
 )
 from telemetry.protocol.messages import DEFAULT_MAX_BATCH, ServerMessage
+from telemetry.tls import ClientTls, TlsHandshakeError, closed_hint, explain_client_error
 
 log = get_logger("telemetry.agent.connection")
 
@@ -109,32 +111,47 @@ class CollectorLink:
     """A connected stream to one collector endpoint."""
 
     def __init__(
-        self, endpoint: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        endpoint: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        tls: bool = False,
     ) -> None:
         self.endpoint = endpoint
+        #: Is the link TLS? (A plaintext link hung up on before ``welcome`` hints at a TLS port.)
+        self.tls = tls
         self._reader = reader
         self._writer = writer
         self._decoder = FrameDecoder(MAX_SERVER_FRAME_BYTES)
         self._frames: deque[bytes] = deque()
 
     @classmethod
-    async def open(cls, endpoint: str, timeout: float) -> CollectorLink:
+    async def open(
+        cls, endpoint: str, timeout: float, tls: ClientTls | None = None
+    ) -> CollectorLink:
         """Connect to ``host:port``; OSError or TimeoutError when that fails.
 
         When the name lookup fails or is slow and the host resolved before, its last good
-        addresses are used (see :func:`resolve`).
+        addresses are used (see :func:`resolve`). With ``tls`` the TLS handshake is part of
+        connecting (its deadline is ``timeout`` too); a failed one raises
+        :class:`~telemetry.tls.TlsHandshakeError` (an OSError) naming the likely cause.
         """
         host, port = parse_endpoint(endpoint)
+        secure = tls.connect_kwargs(host, timeout) if tls is not None else {}
         async with asyncio.timeout(timeout):
             addresses = await resolve(host, port, timeout)
             error: OSError | None = None
             for address in addresses:
                 try:
-                    reader, writer = await asyncio.open_connection(address[0], port)
+                    reader, writer = await asyncio.open_connection(address[0], port, **secure)
+                except ssl.SSLError as exc:
+                    error = _tls_failed(exc, endpoint)
+                    continue
                 except OSError as exc:
                     error = exc
                     continue
-                return cls(endpoint, reader, writer)
+                return cls(endpoint, reader, writer, tls=tls is not None)
         raise error or OSError(f"{endpoint}: no address")
 
     async def send(self, frame: bytes) -> None:
@@ -163,9 +180,16 @@ class CollectorLink:
 
     async def handshake(self, hello: Hello, timeout: float) -> Welcome:
         """Send ``hello`` and return the ``welcome``; :class:`CollectorError` on ``error``."""
-        await self.send(encode_frame(hello.encode()))
-        async with asyncio.timeout(timeout):
-            message = await self.receive()
+        try:
+            await self.send(encode_frame(hello.encode()))
+            async with asyncio.timeout(timeout):
+                message = await self.receive()
+        except ssl.SSLError as exc:  # TLS 1.3: a refused client certificate shows up here
+            raise _tls_failed(exc, self.endpoint) from None
+        except (ConnectionClosed, ConnectionResetError) as exc:
+            hint = closed_hint(self.endpoint, self.tls)
+            log.error("closed_before_welcome", endpoint=self.endpoint, error=str(exc), hint=hint)
+            raise ConnectionClosed(hint) from None
         if isinstance(message, Error):
             raise CollectorError(message.code, message.detail)
         if not isinstance(message, Welcome):
@@ -181,3 +205,10 @@ class CollectorLink:
                 await self._writer.wait_closed()
         except (TimeoutError, OSError):
             self._writer.transport.abort()
+
+
+def _tls_failed(exc: ssl.SSLError, endpoint: str) -> TlsHandshakeError:
+    """Log a failed TLS handshake with its likely cause; the error to raise."""
+    explained = explain_client_error(exc, endpoint)
+    log.error("tls_handshake_failed", endpoint=endpoint, error=explained)
+    return TlsHandshakeError(explained)

@@ -17,6 +17,7 @@ from telemetry.agent.connection import CollectorError, CollectorLink, Connection
 from telemetry.config import AgentSection
 from telemetry.log import get_logger
 from telemetry.protocol import Ack, Batch, Error, Hello, Nack, ProtocolError, encode_frame
+from telemetry.tls import ClientTls, client_tls
 
 log = get_logger("telemetry.agent.oneshot")
 
@@ -38,12 +39,15 @@ async def send_once(
     ack. ``seq`` defaults to the current time in microseconds, so two sends from the same
     agent id never share a reading id. Raises :class:`SendError` when no endpoint is
     reachable, the collector answers ``error`` or ``nack``, or ``timeout`` seconds pass.
+    With ``[agent.tls]`` (``section.tls``) it connects over TLS; a TLS setting that cannot be
+    used raises :class:`~telemetry.tls.TlsError`.
     """
+    tls = client_tls(section.tls)
     seq = time.time_ns() // 1000 if seq is None else seq
     batch = encode_frame(Batch(seq=seq, readings=readings).encode())
     try:
         async with asyncio.timeout(timeout):
-            link = await _connect(section)
+            link = await _connect(section, tls)
             try:
                 await link.handshake(
                     Hello(agent=section.id, token=section.token), section.connect_timeout
@@ -70,11 +74,11 @@ async def send_once(
         raise SendError(f"connection to the collector failed: {exc}") from None
 
 
-async def _connect(section: AgentSection) -> CollectorLink:
+async def _connect(section: AgentSection, tls: ClientTls | None) -> CollectorLink:
     failures: list[str] = []
     for endpoint in section.endpoints:
         try:
-            return await CollectorLink.open(endpoint, section.connect_timeout)
+            return await CollectorLink.open(endpoint, section.connect_timeout, tls)
         except (OSError, TimeoutError) as exc:
             log.debug("connect_failed", endpoint=endpoint, error=str(exc) or type(exc).__name__)
             failures.append(f"{endpoint}: {exc or type(exc).__name__}")

@@ -61,6 +61,7 @@ from telemetry.config import AgentSection
 from telemetry.log import get_logger
 from telemetry.protocol import Hello, ProtocolError
 from telemetry.ratelog import RateLimitedLog
+from telemetry.tls import client_tls
 
 __all__ = ["Outcome", "Sender", "SenderStats"]
 
@@ -102,6 +103,8 @@ class Sender:
         self.endpoint: str | None = None
         self._on_change = on_change or (lambda: None)
         self._backoff = Backoff(section.reconnect_min, section.reconnect_max, rng)
+        #: TLS to the collectors, built once (an unreadable CA or key fails here, at start).
+        self._tls = client_tls(section.tls)
         self._wake = asyncio.Event()
         self._next_endpoint = 0
         #: Acks received whose spool write failed: applied again until one succeeds.
@@ -150,7 +153,7 @@ class Sender:
         section = self.section
         with structlog.contextvars.bound_contextvars(endpoint=endpoint):
             try:
-                link = await CollectorLink.open(endpoint, section.connect_timeout)
+                link = await CollectorLink.open(endpoint, section.connect_timeout, self._tls)
             except (OSError, TimeoutError) as exc:
                 log.warning("connect_failed", error=str(exc) or type(exc).__name__)
                 return Outcome.CONNECT_FAILED

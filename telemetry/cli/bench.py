@@ -7,6 +7,7 @@ import argparse
 import json
 
 from telemetry.cli._common import fail
+from telemetry.cli._tls import add_tls_arguments, tls_flags
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -76,6 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="seconds to connect, and the longest wait for progress (default 30)",
     )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    add_tls_arguments(bench)
     bench.set_defaults(func=run)
 
 
@@ -83,13 +85,17 @@ def run(args: argparse.Namespace) -> int:
     """Run the bench and print its result; 2 for bad options, 1 when the bench failed."""
     from telemetry.bench import BenchError, BenchOptions, run_bench
     from telemetry.config import parse_endpoint
+    from telemetry.config.tls import ClientTlsConfig
     from telemetry.runtime import run_async
+    from telemetry.tls import client_tls
 
     readings = args.readings
     if readings is None and args.duration is None:
         readings = 100_000
     try:
         host, port = parse_endpoint(args.endpoint)
+        flags = tls_flags(args)
+        tls = client_tls(ClientTlsConfig(**flags), "--tls") if flags is not None else None
         opts = BenchOptions(
             host=host,
             port=port,
@@ -102,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
             agent_prefix=args.agent_prefix,
             token=args.token,
             timeout=args.timeout,
+            tls=tls,
         )
     except ValueError as exc:
         return fail(str(exc), 2)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from telemetry.cli._common import EPILOG, fail, split_tag
+from telemetry.cli._tls import add_tls_arguments, tls_flags
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     send.add_argument("--tag", "-t", action="append", help="tag key=value (repeatable)")
     send.add_argument("--json", help="the whole reading as a JSON object ('-' reads stdin)")
     send.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    add_tls_arguments(send)
     send.set_defaults(func=run)
 
 
@@ -64,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
         updates["id"] = args.agent_id
     if args.token:
         updates["token"] = args.token
+    flags = tls_flags(args)
+    if flags is not None:  # over the config file's [agent.tls], if it has one
+        updates["tls"] = {**(section.tls.model_dump() if section.tls else {}), **flags}
     try:
         section = AgentSection.model_validate({**section.model_dump(), **updates})
     except ValidationError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from telemetry.cli._common import split_tag
+from telemetry.cli._tls import add_tls_arguments, tls_flags
 
 #: The collector's HTTP side port on this host: ``telemetry.config.DEFAULT_HTTP_PORT``, written
 #: out so that ``telemetry --help`` does not import the config models (tests/unit/test_cli.py
@@ -37,16 +38,27 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     tail.add_argument("--count", "-n", type=int, default=0, help="exit 0 after this many readings")
     tail.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
+    add_tls_arguments(tail, switch=False)  # TLS: an https:// --url
     tail.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print readings until ``--count`` or the end of the stream; the exit code of the tail."""
+    from telemetry.config import ConfigError
+    from telemetry.config.tls import ClientTlsConfig
     from telemetry.runtime import run_async
     from telemetry.tail import tail
+    from telemetry.tls import client_tls
 
     for tag in args.tag or []:
         split_tag(tag)
+    flags = tls_flags(args)
+    https = args.url.lower().startswith("https://")
+    if flags is not None and not https:
+        raise ConfigError(
+            "--ca-file, --cert-file, --key-file and --server-name need an https:// --url"
+        )
+    tls = client_tls(ClientTlsConfig(**(flags or {})), "--url https") if https else None
     json_lines = True if args.json else None
     return run_async(
         lambda: tail(
@@ -56,5 +68,6 @@ def run(args: argparse.Namespace) -> int:
             tags=args.tag or [],
             count=args.count,
             json_lines=json_lines,
+            tls=tls,
         )
     )

@@ -27,6 +27,7 @@ from telemetry.collector.pipeline import DeliveryFailed, Pipeline, Refusal
 from telemetry.collector.session import DeadLetters, Deliver, Queue, Send, Session
 from telemetry.log import get_logger
 from telemetry.protocol import FrameDecoder, HelloRequired, IdleTimeout, ProtocolError
+from telemetry.tls import looks_like_tls
 
 log = get_logger("telemetry.connection")
 
@@ -119,6 +120,7 @@ class Connection:
         idle = self.config.idle_timeout
         loop = asyncio.get_running_loop()
         idle_deadline = loop.time() + idle  # moved on by every complete frame, heartbeats too
+        first = True  # the first bytes may be a TLS ClientHello on this plaintext port
         frame_timeout = self.config.frame_timeout
         frame_deadline: float | None = None  # while a frame has started to arrive
         # With auth on, a connection has hello_timeout seconds to say who it is.
@@ -155,6 +157,14 @@ class Connection:
                     return exc.code
                 return "eof"
             self.events.bytes_received(len(data))
+            if first and looks_like_tls(data[:2]):
+                # No error frame: a TLS client could not read it anyway.
+                log.warning(
+                    "tls_client_on_plaintext_port",
+                    hint="a TLS client on a plaintext port? set [ingest.tls] or drop --tls",
+                )
+                return "tls_client_on_plaintext_port"
+            first = False
             try:
                 frames = self.decoder.feed(data)
             except ProtocolError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 from aiohttp import web
 
 from telemetry.collector.live_http import LiveRoutes
@@ -25,10 +27,10 @@ class HttpServer:
         LiveRoutes(self.collector).add_to(app)  # /, /live, /api/live, /api/tail
         return app
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=ssl_context)
         await site.start()
         server = site._server  # the bound port, when port 0 was asked for
         sockets = getattr(server, "sockets", None) or []

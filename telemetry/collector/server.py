@@ -37,6 +37,7 @@ from telemetry.protocol import Error, TooManyConnections, encode_frame
 from telemetry.ratelog import RateLimitedLog
 from telemetry.sinks.base import Sink
 from telemetry.sinks.registry import build_sink
+from telemetry.tls import CollectorTls, certificate_names
 
 log = get_logger("telemetry.collector")
 
@@ -78,8 +79,11 @@ class Collector:
         self.state: State = "starting"
         self.connections: dict[int, Connection] = {}
         self.agents = AgentSessions(self._drain_connection, self.metrics.takeovers.inc)
+        #: The TLS contexts of the ingest and HTTP ports; ``self.tls.reload()`` re-reads
+        #: their files (docs/security.md).
+        self.tls = CollectorTls(config)
         #: Who may speak for which agent id; swapped whole when the config is reloaded.
-        self.auth = authorizer(config.ingest)
+        self.auth = authorizer(config.ingest, certificates=self.tls.client_certificates)
         #: Open connections per peer IP address (``max_connections_per_ip``).
         self._per_ip: dict[str, int] = {}
         #: A connection flood logs its refusals at a bounded rate.
@@ -108,7 +112,9 @@ class Collector:
         http = self.config.http
         if http.enabled:
             try:
-                await self.http.start(http.host, http.port)
+                # A --workers worker's HTTP port is the supervisor's private one: plain.
+                tls = self.tls.http_context if self._handoff is None else None
+                await self.http.start(http.host, http.port, ssl_context=tls)
             except OSError as exc:
                 raise listen_error(exc, f"{http.host}:{http.port}") from None
         try:
@@ -131,6 +137,7 @@ class Collector:
                     reuse_address=True,
                     reuse_port=ingest.reuse_port or None,
                     backlog=1024,
+                    **self.tls.ingest_server_kwargs(),
                 )
                 self.ingest_port = self._server.sockets[0].getsockname()[1]
         except OSError as exc:
@@ -142,6 +149,7 @@ class Collector:
             collector=self.config.collector.id,
             ingest=f"{ingest.host}:{self.ingest_port}",
             http=f"{http.host}:{self.http.port}" if http.enabled else None,
+            tls={"ingest": self.tls.ingest is not None, "http": self.tls.http is not None},
             sinks=[runner.name for runner in self.pipeline.runners],
         )
 
@@ -214,7 +222,12 @@ class Collector:
             if changed
         ]
         ingest = new.ingest.model_copy(update=fixed)
-        self.auth = authorizer(ingest)
+        try:
+            self.tls.reload(new)
+        except ConfigError as exc:  # TlsError: the old certificates stay in use
+            log.error("reload_refused", errors=str(exc))
+            return False
+        self.auth = authorizer(ingest, certificates=self.tls.client_certificates)
         self.config = old.model_copy(update={"ingest": ingest, "log": new.log})
         if new.log != old.log:
             configure_logging(new.log.level, new.log.format)
@@ -327,7 +340,9 @@ class Collector:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, self._accept, loop=loop)
-        task = loop.create_task(loop.connect_accepted_socket(lambda: protocol, sock))
+        task = loop.create_task(
+            loop.connect_accepted_socket(lambda: protocol, sock, **self.tls.ingest_server_kwargs())
+        )
         self._handshakes.add(task)
         task.add_done_callback(self._handshake_done)
 
@@ -391,6 +406,7 @@ class Collector:
             collector_id=self.config.collector.id,
             peer=peer_name(writer),
             auth=self.auth,
+            certificate_names=certificate_names(writer.get_extra_info("peercert")),
             ledger=self.ledger,
             events=events,
             would_wait=self.pipeline.would_wait,

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from telemetry.config.base import DEFAULT_INGEST_PORT, LogConfig, Strict
 from telemetry.config.loading import TomlThenEnv
 from telemetry.config.sources import SourceConfig
+from telemetry.config.tls import ClientTlsConfig
 
 
 class AgentSection(Strict):
@@ -50,6 +51,8 @@ class AgentSection(Strict):
     #: Seconds a connection must last for the reconnect backoff to reset when no batch was
     #: acked on it: a collector that welcomes then closes does not get a hot reconnect loop.
     backoff_reset_after: float = Field(default=10.0, ge=0)
+    #: TLS to the collectors (docs/security.md); unset: plaintext.
+    tls: ClientTlsConfig | None = None
 
     @field_validator("endpoints")
     @classmethod

@@ -13,6 +13,7 @@ from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_valid
 from telemetry.config.base import DEFAULT_HTTP_PORT, DEFAULT_INGEST_PORT, LogConfig, Strict
 from telemetry.config.loading import TomlThenEnv
 from telemetry.config.sinks import SinkConfig, SqliteSinkConfig, check_sinks
+from telemetry.config.tls import IngestTlsConfig, ServerTlsConfig
 from telemetry.protocol import DEFAULT_MAX_BATCH, DEFAULT_MAX_CLOCK_SKEW
 from telemetry.protocol.framing import DEFAULT_MAX_FRAME_BYTES
 
@@ -120,6 +121,8 @@ class IngestConfig(Strict):
     #: Seconds after which a connection gets ``goaway`` so agents rebalance across
     #: collectors (0: never); each connection's age is drawn within +-10% of it.
     max_connection_age: float = Field(default=0, ge=0)
+    #: TLS on this port (docs/security.md); unset: plaintext.
+    tls: IngestTlsConfig | None = None
 
     @field_validator("tokens")
     @classmethod
@@ -135,6 +138,8 @@ class HttpConfig(Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_HTTP_PORT, ge=0, le=65535)
+    #: HTTPS on this port (docs/security.md); unset: plain HTTP.
+    tls: ServerTlsConfig | None = None
 
 
 def _default_sinks() -> list[SinkConfig]:
