@@ -26,7 +26,13 @@ from telemetry.collector.events import ConnectionEvents
 from telemetry.collector.pipeline import DeliveryFailed, Pipeline, Refusal
 from telemetry.collector.session import DeadLetters, Deliver, Queue, Send, Session
 from telemetry.log import get_logger
-from telemetry.protocol import FrameDecoder, HelloRequired, IdleTimeout, ProtocolError
+from telemetry.protocol import (
+    BadHeader,
+    FrameDecoder,
+    HelloRequired,
+    IdleTimeout,
+    ProtocolError,
+)
 from telemetry.tls import looks_like_tls
 
 log = get_logger("telemetry.connection")
@@ -158,11 +164,13 @@ class Connection:
                 return "eof"
             self.events.bytes_received(len(data))
             if first and looks_like_tls(data[:2]):
-                # No error frame: a TLS client could not read it anyway.
+                # The error frame is plaintext: the client's TLS layer sees no handshake
+                # record and reports "wrong version number", which its log line explains.
                 log.warning(
                     "tls_client_on_plaintext_port",
                     hint="a TLS client on a plaintext port? set [ingest.tls] or drop --tls",
                 )
+                await self._fatal(BadHeader("a TLS handshake on a plaintext port"))
                 return "tls_client_on_plaintext_port"
             first = False
             try:

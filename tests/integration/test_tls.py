@@ -151,6 +151,29 @@ async def test_agent_sends_over_tls_and_gets_its_ack(
     assert not collector.auth.enabled  # TLS without client CA: no certificate identity
 
 
+async def test_the_long_running_agent_streams_over_mtls(
+    start_collector: StartCollector, recording_sink: RecordingSink, ca: CA, server_cert: Issued
+) -> None:
+    """The library Agent (the sender `telemetry agent` runs) delivers over mutual TLS with
+    the agent id its certificate names, every reading acked."""
+    from telemetry.agent import Agent, MemorySpool
+
+    client = ca.issue("pi-7", server=False)
+    collector = await start_collector(
+        sinks=[recording_sink], ingest=ingest_tls(server_cert, client_ca=ca.pem)
+    )
+    assert collector.ingest_port is not None
+    section = agent(
+        collector.ingest_port, "pi-7", ca_file=ca.pem, cert_file=client.cert, key_file=client.key
+    )
+    async with Agent(section, MemorySpool(1_000_000)) as streaming:
+        for n in range(50):
+            await streaming.send({"sensor": "pi-7/t", "value": float(n)})
+        assert await streaming.wait_acked(timeout(10))
+    assert sorted(r.value for r in recording_sink.records) == [float(n) for n in range(50)]
+    assert {r.agent for r in recording_sink.records} == {"pi-7"}
+
+
 async def test_server_name_override_and_mismatch(
     start_collector: StartCollector, recording_sink: RecordingSink, ca: CA, server_cert: Issued
 ) -> None:
@@ -472,3 +495,14 @@ async def test_make_certs_script_gives_working_mtls_certificates(
         key_file=certs / "agent-1.key",
     )
     assert (await send(section)).accepted == 1
+
+
+async def test_a_tls_client_on_a_plaintext_port_is_named_in_the_collectors_log(
+    start_collector: StartCollector, recording_sink: RecordingSink, ca: CA
+) -> None:
+    """The collector recognises a TLS handshake on its plaintext port and says so."""
+    collector = await start_collector(sinks=[recording_sink])
+    assert collector.ingest_port is not None
+    with capture_logs() as logs, pytest.raises(SendError):
+        await send(agent(collector.ingest_port, ca_file=ca.pem))
+    assert events(logs, "tls_client_on_plaintext_port")
