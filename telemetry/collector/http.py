@@ -63,7 +63,11 @@ class HttpServer:
         assert self.http_metrics is not None
         self.guard = ConnectionGuard(http.max_connections, http.header_timeout, self.http_metrics)
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, keepalive_timeout=http.keepalive_timeout
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=http.keepalive_timeout,
+            handler_cancellation=True,  # a tail stream whose client left ends (and frees its slot)
         )
         await self._runner.setup()
         site = GuardedSite(self._runner, host, port, self.guard)

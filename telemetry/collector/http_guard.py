@@ -89,6 +89,11 @@ class HttpMetrics:
         self.open = Gauge(
             "telemetry_http_open_connections", "Open HTTP connections.", registry=registry
         )
+        self.buffered = Gauge(
+            "telemetry_http_write_buffer_bytes",
+            "Bytes written to HTTP connections that their clients have not read yet.",
+            registry=registry,
+        )
         self.refused = Counter(
             "telemetry_http_connections_refused",
             "HTTP connections closed at once: max_connections were open.",
@@ -123,10 +128,18 @@ class ConnectionGuard:
         self.header_timeout = header_timeout
         self.metrics = metrics
         self.open = 0
+        #: Transports of the open connections (for :meth:`buffered_bytes`).
+        self._transports: set[asyncio.Transport] = set()
         self.refused = 0
         self.head_timeouts = 0
+        if metrics is not None:
+            metrics.buffered.set_function(self.buffered_bytes)
         self._last_log = -LOG_EVERY
         self._unlogged = 0
+
+    def buffered_bytes(self) -> int:
+        """Bytes written to the open connections that their clients have not taken yet."""
+        return sum(t.get_write_buffer_size() for t in self._transports if not t.is_closing())
 
     def protocol(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         """A protocol factory for ``create_server`` wrapping aiohttp's ``inner`` one."""
@@ -190,6 +203,7 @@ class _Guarded(asyncio.Protocol):
             guard._refuse(transport)
             return
         self._transport = transport
+        guard._transports.add(transport)
         guard.open += 1
         if guard.metrics is not None:
             guard.metrics.open.inc()
@@ -201,6 +215,7 @@ class _Guarded(asyncio.Protocol):
         self._stop_timer()
         inner, self._inner = self._inner, None
         if self._transport is not None:
+            self._guard._transports.discard(self._transport)
             self._transport = None
             self._guard.open -= 1
             if self._guard.metrics is not None:

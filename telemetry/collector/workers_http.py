@@ -176,7 +176,11 @@ class WorkersHttp:
         app.router.add_get("/api/tail", self._tail)
         app.router.add_route("GET", "/{tail:.*}", self._to_worker_0)
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, keepalive_timeout=http.keepalive_timeout
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=http.keepalive_timeout,
+            handler_cancellation=True,  # a tail stream whose client left ends (and frees its slot)
         )
         await self._runner.setup()
         guard = ConnectionGuard(http.max_connections, http.header_timeout, self.http_metrics)
