@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -302,3 +303,54 @@ def test_descriptor_check_raises_the_soft_limit_or_names_the_numbers(
     assert limits["now"] == (4096, 4096)
     with pytest.raises(DescriptorLimitError, match=r"\(256\).*\(10000\).*4096"):
         ensure_descriptors(256, 10_000)
+
+
+async def test_workers_port_needs_the_token_and_passes_it_on(
+    start_collector: StartCollector, tmp_path: Path
+) -> None:
+    """The --workers port refuses reads without a token, and with one merges the workers'
+    answers (which it could only get by sending them the token)."""
+    from dataclasses import dataclass
+
+    from telemetry.collector.workers_http import WorkersHttp
+    from tests.support import collector_config
+
+    http = {"tokens": [TOKEN]}
+    workers = [await start_collector(http=http) for _ in range(2)]
+
+    @dataclass
+    class FakeWorker:
+        index: int
+        base_url: str
+        alive: bool = True
+
+    @dataclass
+    class FakeSupervisor:
+        config: CollectorConfig
+        workers: list[FakeWorker]
+        stopping: bool = False
+
+    supervisor = FakeSupervisor(
+        collector_config(tmp_path, http=http),
+        [FakeWorker(i, url(w, "")) for i, w in enumerate(workers)],
+    )
+    async with aiohttp.ClientSession() as session:
+        port = WorkersHttp(supervisor, session)
+        await port.start()
+        try:
+            base = f"http://127.0.0.1:{port.port}"
+            good = {"Authorization": f"Bearer {TOKEN}"}
+            for path in ("/api/live", "/api/tail", "/"):
+                async with session.get(base + path) as resp:
+                    assert resp.status == 401, path
+            async with session.get(base + "/api/live", headers=good) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["collector"]["workers"] == 2
+            async with session.get(base + "/live", headers=good) as resp:
+                assert resp.status == 200  # worker 0's page, fetched with the token
+                assert "script-src 'sha256-" in resp.headers["Content-Security-Policy"]
+            for path in ("/healthz", "/readyz", "/metrics"):
+                async with session.get(base + path) as resp:
+                    assert resp.status == 200, path
+        finally:
+            await port.close()
