@@ -171,7 +171,7 @@ def test_full_sensor_table_forgets_silent_sensors(monkeypatch: pytest.MonkeyPatc
     live = LiveView()
     live.accepted(1, [record("old-1", 1.0), record("old-2", 1.0)])
     for state in live.sensors.values():
-        state.seen -= live_module.SENSOR_TTL + 1
+        state.seen -= live_module.SENSOR_TTL + HISTORY_STEP + 1
     live._step -= HISTORY_STEP  # the next reading starts a new step
     live.accepted(1, [record("new", 1.0)])
     assert sorted(live.sensors) == ["new"]
