@@ -5,6 +5,11 @@ terminal each reading is a row of aligned, colored columns (time, agent, sensor,
 otherwise each is one JSON line, exactly as the collector sent it, for ``jq`` and scripts.
 Readings the collector had to drop for this subscriber (it read too slowly) are reported on
 standard error.
+
+Nothing the collector sends reaches the terminal raw: every character that is not printable
+(control characters such as ESC, other ``Cc``/``Cf`` characters, line and paragraph
+separators, surrogates, unassigned code points) is printed escaped (``\\x1b``, ``\\u200b``) in
+rows and notices, and as a JSON ``\\u`` escape in JSON lines.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import math
 import os
 import sys
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +36,55 @@ EXIT_UNREACHABLE = 2
 _RESET = "\x1b[0m"
 _COLORS = {"time": "\x1b[2m", "agent": "\x1b[36m", "sensor": "\x1b[1m", "value": "\x1b[32m",
            "unit": "\x1b[2m", "warn": "\x1b[33m"}  # fmt: skip
+
+
+#: Unicode categories never printed as they are: controls, format characters, separators
+#: that break lines, surrogates, private use, unassigned.
+_UNSAFE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _unsafe(char: str) -> bool:
+    return unicodedata.category(char) in _UNSAFE
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not safe on a terminal escaped (``\\x1b``)."""
+    if text.isprintable():  # the common case: nothing to escape (isprintable is stricter)
+        return text
+    out = []
+    for char in text:
+        if char == " " or not _unsafe(char):
+            out.append(char)
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
+def printable_json(text: str) -> str:
+    """A JSON text with every unsafe character written as a ``\\u`` escape (the same JSON
+    value when the character was inside a string, where any raw one would be)."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char == " " or not _unsafe(char):
+            out.append(char)
+        else:
+            for unit in _utf16(char):
+                out.append(f"\\u{unit:04x}")
+    return "".join(out)
+
+
+def _utf16(char: str) -> list[int]:
+    code = ord(char)
+    if code < 0x10000:
+        return [code]
+    code -= 0x10000
+    return [0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF)]
 
 
 @dataclass(frozen=True)
@@ -99,11 +154,12 @@ class RowFormatter:
             when = ts.astimezone().strftime("%H:%M:%S.%f")[:-3]
         except ValueError:
             when = "--:--:--.---"
-        value = record.get("value")
+        value: Any = record.get("value")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
         cells = {
-            "agent": str(record.get("agent", "")),
-            "sensor": str(record.get("sensor", "")),
-            "value": format_value(value) if isinstance(value, int | float) else str(value),
+            "agent": printable(str(record.get("agent", ""))),
+            "sensor": printable(str(record.get("sensor", ""))),
+            "value": format_value(value) if number else printable(str(value)),
         }
         for key, text in cells.items():
             self.widths[key] = min(self.caps[key], max(self.widths[key], len(text)))
@@ -112,13 +168,13 @@ class RowFormatter:
             self._paint("agent", cells["agent"].ljust(self.widths["agent"])),
             self._paint("sensor", cells["sensor"].ljust(self.widths["sensor"])),
             self._paint("value", cells["value"].rjust(self.widths["value"])),
-            self._paint("unit", str(record.get("unit") or "")),
+            self._paint("unit", printable(str(record.get("unit") or ""))),
         ]
         return "  ".join(parts).rstrip()
 
     def warning(self, text: str) -> str:
         """A notice line (dropped readings) for standard error."""
-        return self._paint("warn", text)
+        return self._paint("warn", printable(text))
 
 
 def use_color(stream: TextIO) -> bool:
@@ -134,6 +190,7 @@ async def tail(
     tags: Sequence[str] = (),
     count: int = 0,
     json_lines: bool | None = None,
+    token: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
     tls: ClientTls | None = None,
@@ -142,6 +199,7 @@ async def tail(
 
     ``json_lines`` None: JSON lines unless ``out`` is a terminal. ``tls``: the CA, client
     certificate and server name for an ``https://`` URL (default: the system's trust store).
+    ``token``: sent as ``Authorization: Bearer`` (for a collector with ``[http] tokens``).
     """
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
@@ -155,39 +213,42 @@ async def tail(
     endpoint = url.rstrip("/") + "/api/tail"
     printed = 0
     timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=None)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(endpoint, params=params, **_tls_kwargs(tls)) as response,
+            session.get(endpoint, params=params, headers=headers, **_tls_kwargs(tls)) as response,
         ):
             if response.status != 200:
-                text = (await response.text())[:200]
+                text = printable((await response.text(errors="replace"))[:200].strip())
+                if response.status == 401:
+                    text += " (give the token with --token or TELEMETRY_TAIL_TOKEN)"
                 print(f"telemetry: {endpoint}: HTTP {response.status}: {text}", file=err)
                 return EXIT_UNREACHABLE
             parser = SseParser()
             async for chunk in response.content.iter_any():
                 for event in parser.feed(chunk):
                     if event.type == "dropped":
-                        dropped = json.loads(event.data).get("dropped", 0)
-                        note = f"telemetry: {dropped} readings dropped so far (reading too slowly)"
-                        print(rows.warning(note), file=err, flush=True)
+                        note = f"telemetry: {_dropped(event.data)} readings dropped so far "
+                        print(rows.warning(note + "(reading too slowly)"), file=err, flush=True)
                         continue
                     if event.type != "message":
                         continue
                     if as_json:
-                        out.write(event.data + "\n")
+                        out.write(printable_json(event.data) + "\n")
                     else:
-                        out.write(rows.row(json.loads(event.data)) + "\n")
+                        out.write(_row(rows, event.data) + "\n")
                     printed += 1
                     if count and printed >= count:
                         out.flush()
                         return EXIT_OK
                 out.flush()
     except aiohttp.ClientConnectorError as exc:
-        print(f"telemetry: cannot connect to {url}: {exc.os_error.strerror or exc}", file=err)
+        reason = printable(str(exc.os_error.strerror or exc))
+        print(f"telemetry: cannot connect to {printable(url)}: {reason}", file=err)
         return EXIT_UNREACHABLE
     except aiohttp.ClientError as exc:
-        print(f"telemetry: stream from {url} broke: {exc}", file=err)
+        print(f"telemetry: stream from {printable(url)} broke: {printable(str(exc))}", file=err)
         return EXIT_ENDED
     print("telemetry: the collector ended the stream", file=err)
     return EXIT_ENDED
@@ -198,3 +259,23 @@ def _tls_kwargs(tls: ClientTls | None) -> dict[str, Any]:
     if tls is None:
         return {}
     return {"ssl": tls.context, "server_hostname": tls.server_name}
+
+
+def _dropped(data: str) -> str:
+    """The count of an ``event: dropped``, as text safe to print."""
+    try:
+        dropped = json.loads(data).get("dropped", 0)
+    except (ValueError, AttributeError):
+        dropped = data
+    return printable(str(dropped))
+
+
+def _row(rows: RowFormatter, data: str) -> str:
+    """The terminal row of one event's data (escaped as it is when it is no JSON object)."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        return printable(data)
+    return rows.row(record)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from telemetry.cli._common import split_tag
 from telemetry.cli._tls import add_tls_arguments, tls_flags
@@ -12,6 +13,8 @@ from telemetry.cli._tls import add_tls_arguments, tls_flags
 #: out so that ``telemetry --help`` does not import the config models (tests/unit/test_cli.py
 #: checks the two agree).
 DEFAULT_URL = "http://127.0.0.1:7601"
+#: The environment variable read for the token when ``--token`` is not given.
+TOKEN_ENV = "TELEMETRY_TAIL_TOKEN"
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Print readings as a running collector receives them, from its HTTP side "
         "port (filtered there). Aligned, colored columns on a terminal (NO_COLOR turns colors "
         "off); one JSON line per reading when piped. Readings the collector had to drop "
-        "because this reader was too slow are reported on stderr.",
+        "because this reader was too slow are reported on stderr. Anything not printable the "
+        "collector sends is printed escaped.",
         epilog="Examples: telemetry tail --sensor 'greenhouse-*' --tag site=north; "
         "telemetry tail --agent pi-3 | jq .value",
     )
@@ -39,6 +43,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     tail.add_argument("--count", "-n", type=int, default=0, help="exit 0 after this many readings")
     tail.add_argument("--json", action="store_true", help="JSON lines even on a terminal")
     add_tls_arguments(tail, switch=False)  # TLS: an https:// --url
+    tail.add_argument(
+        "--token",
+        help=f"bearer token for a collector with [http] tokens (default: ${TOKEN_ENV}; the "
+        "variable keeps it out of the process list)",
+    )
     tail.set_defaults(func=run)
 
 
@@ -69,5 +78,6 @@ def run(args: argparse.Namespace) -> int:
             count=args.count,
             json_lines=json_lines,
             tls=tls,
+            token=args.token or os.environ.get(TOKEN_ENV) or None,
         )
     )

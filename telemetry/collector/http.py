@@ -1,4 +1,11 @@
-"""The HTTP side port: ``/healthz`` (alive), ``/readyz`` (serving, healthy sinks), ``/metrics``."""
+"""The HTTP side port: ``/healthz`` (alive), ``/readyz`` (serving, healthy sinks), ``/metrics``,
+and the live routes (:mod:`.live_http`).
+
+The port is bounded (:mod:`.http_guard`): at most ``[http] max_connections`` open, a request
+head within ``header_timeout``, idle keep-alive connections closed after
+``keepalive_timeout``; and, with ``[http] tokens``, everything but the probes needs a token
+(:mod:`.http_auth`).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,25 @@ import ssl
 
 from aiohttp import web
 
+from telemetry.collector.http_auth import HttpAuth
+from telemetry.collector.http_guard import (
+    ConnectionGuard,
+    GuardedSite,
+    HttpMetrics,
+    ensure_descriptors,
+)
 from telemetry.collector.live_http import LiveRoutes
 from telemetry.collector.metrics import CONTENT_TYPE
 from telemetry.collector.served import Served
+from telemetry.config import CollectorConfig
+
+
+def check_descriptors(config: CollectorConfig) -> int:
+    """Make sure the collector's connection limits fit in its file descriptors (raising the
+    soft limit when needed); raise :class:`~.http_guard.DescriptorLimitError` naming the
+    numbers when they cannot. Call it first thing in the collector's start."""
+    http = config.http.max_connections if config.http.enabled else 0
+    return ensure_descriptors(http, config.ingest.max_connections)
 
 
 class HttpServer:
@@ -18,23 +41,40 @@ class HttpServer:
         self.collector = collector
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.http_metrics: HttpMetrics | None = None
+        self.guard: ConnectionGuard | None = None
 
     def app(self) -> web.Application:
+        http = self.collector.config.http
+        if self.http_metrics is None:
+            self.http_metrics = HttpMetrics(self.collector.metrics.registry)
+        metrics = self.http_metrics
         app = web.Application()
+        HttpAuth(
+            http.tokens, metrics_auth=http.metrics_auth, refused=metrics.unauthorized.inc
+        ).add_to(app)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
-        LiveRoutes(self.collector).add_to(app)  # /, /live, /api/live, /api/tail
+        LiveRoutes(self.collector, metrics).add_to(app)  # /, /live, /api/live, /api/tail
         return app
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        http = self.collector.config.http
+        app = self.app()
+        assert self.http_metrics is not None
+        self.guard = ConnectionGuard(http.max_connections, http.header_timeout, self.http_metrics)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=http.keepalive_timeout,
+            handler_cancellation=True,  # a tail stream whose client left ends (and frees its slot)
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=ssl_context)
+        site = GuardedSite(self._runner, host, port, self.guard, ssl_context=ssl_context)
         await site.start()
-        server = site._server  # the bound port, when port 0 was asked for
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else port
+        self.port = site.bound_port
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

@@ -10,7 +10,9 @@ work per record: per agent a counter in one-second buckets (readings/s over the 
 current :data:`HISTORY_STEP`. Those are folded into each sensor's state (its latest record, and
 a history of one point per step, the last value in it, over :data:`HISTORY_SECONDS`, for the
 sparklines) when the step ends or a reader asks; at most :data:`MAX_SENSORS` sensors are
-tracked, updates of more are counted. Each
+tracked (when the table is full, sensors silent for :data:`SENSOR_TTL` make room), updates of
+more are counted. Agents are those of open connections (removed when they close); the last
+:data:`MAX_REJECTIONS` rejections are kept, their text truncated. Each
 ``telemetry tail`` subscriber has a bounded queue: a record that matches its filter is
 appended, or dropped and counted for that subscriber when the queue is full. A slow
 subscriber never slows the collector; it only loses readings, and is told how many.
@@ -33,7 +35,10 @@ from typing import Any
 from telemetry.protocol import format_timestamp
 from telemetry.sinks.base import Record
 
+#: Rejections kept, errors kept per rejection, and characters kept of each string in one.
 MAX_REJECTIONS = 100
+MAX_ERRORS = 20
+MAX_TEXT = 500
 #: Seconds of readings/s averaging per agent.
 RATE_WINDOW = 10
 #: Seconds of sparkline per sensor, and seconds per point.
@@ -206,7 +211,10 @@ class LiveView:
         self.rejected_total = 0
         #: Updates of sensors beyond :data:`MAX_SENSORS` (one per sensor and step), not shown.
         self.untracked = 0
+        #: Tail subscribers (their number is capped by the HTTP port: max_tail_subscribers).
         self.subscriptions: set[Subscription] = set()
+        #: The step of the last pass forgetting silent sensors (when the table is full).
+        self._pruned = -1.0
         self._points = HISTORY_SECONDS // HISTORY_STEP
 
     # --- hooks (hot path) -------------------------------------------------------------------
@@ -247,6 +255,8 @@ class LiveView:
             state = sensors.get(name)
             if state is None:
                 if len(sensors) >= MAX_SENSORS:
+                    self._forget_silent(step)  # make room: sensors silent for SENSOR_TTL
+                if len(sensors) >= MAX_SENSORS:
                     self.untracked += 1
                     continue
                 state = sensors[name] = SensorState(record, seen, deque(maxlen=self._points))
@@ -258,9 +268,19 @@ class LiveView:
             else:
                 history.append([step, record.value])
 
+    def _forget_silent(self, now: float) -> None:
+        """Forget sensors silent for :data:`SENSOR_TTL` (at most once per step)."""
+        if self._pruned == now:
+            return
+        self._pruned = now
+        sensors = self._sensors
+        for name in [n for n, s in sensors.items() if now - s.seen > SENSOR_TTL]:
+            del sensors[name]
+
     def rejected(self, conn_id: int, agent: str, errors: Sequence[str]) -> None:
         self.rejected_total += 1
-        self.rejections.append(Rejected(time.time(), agent, tuple(errors)))
+        kept = tuple(error[:MAX_TEXT] for error in errors[:MAX_ERRORS])
+        self.rejections.append(Rejected(time.time(), agent[:MAX_TEXT], kept))
 
     # --- readers ----------------------------------------------------------------------------
 

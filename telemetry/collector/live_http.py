@@ -10,6 +10,13 @@
   :data:`KEEPALIVE` seconds keeps idle streams open. Filters repeat: any sensor glob, any
   agent glob, every tag.
 
+Tail streams are bounded: at most ``[http] max_tail_subscribers`` at once (503 beyond);
+``buffer`` is clamped to ``tail_max_buffer`` readings; readings are written at most
+:data:`WRITE_CHUNK` bytes at a time, so what waits in the socket's buffer stays small; and a
+write that blocks for ``tail_write_timeout`` seconds (the client reads nothing) ends the
+stream and frees its slot. So a client that never reads costs at most its queue and one
+chunk.
+
 The tail streams end when the collector stops (an ``on_shutdown`` hook), so that an open
 ``telemetry tail`` never holds up a drain.
 """
@@ -26,11 +33,17 @@ from importlib import resources
 
 from aiohttp import web
 
+from telemetry.collector.http_guard import HttpMetrics
 from telemetry.collector.live import TAIL_QUEUE, Subscription, TailFilter
 from telemetry.collector.served import Served
+from telemetry.log import get_logger
+
+log = get_logger("telemetry.http")
 
 #: Seconds between keep-alive comments on an idle tail stream.
 KEEPALIVE = 15.0
+#: Most bytes of events handed to the socket in one write.
+WRITE_CHUNK = 64 * 1024
 
 _SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 
@@ -52,8 +65,9 @@ def load_page() -> tuple[bytes, str]:
 class LiveRoutes:
     """Handlers of the live routes for one collector."""
 
-    def __init__(self, collector: Served) -> None:
+    def __init__(self, collector: Served, metrics: HttpMetrics | None = None) -> None:
         self.collector = collector
+        self.metrics = metrics
         self.page, self.csp = load_page()
         self._streams: set[asyncio.Task[object]] = set()
 
@@ -105,7 +119,12 @@ class LiveRoutes:
         ]
         return web.json_response(body, headers={"Cache-Control": "no-cache"})
 
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.tail.labels(outcome).inc()
+
     async def tail(self, request: web.Request) -> web.StreamResponse:
+        http = self.collector.config.http
         query = request.query
         try:
             tail_filter = TailFilter(
@@ -114,8 +133,16 @@ class LiveRoutes:
             buffer = int(query.get("buffer", str(TAIL_QUEUE)))
         except ValueError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
+        if len(self._streams) >= http.max_tail_subscribers:
+            self._count("refused")
+            raise web.HTTPServiceUnavailable(
+                text=f"too many tail subscribers (max_tail_subscribers = "
+                f"{http.max_tail_subscribers}); try again later\n",
+                headers={"Retry-After": "5"},
+            )
         live = self.collector.live
-        subscription = live.subscribe(tail_filter, buffer)
+        subscription = live.subscribe(tail_filter, max(1, min(buffer, http.tail_max_buffer)))
+        self._count("opened")
         task = asyncio.current_task()
         assert task is not None
         self._streams.add(task)
@@ -128,10 +155,21 @@ class LiveRoutes:
         )
         try:
             await response.prepare(request)
-            await response.write(b": telemetry tail\n\n")
-            await self._stream(subscription, response)
+            writer = _Writer(response, http.tail_write_timeout)
+            await writer.write(b": telemetry tail\n\n")
+            await self._stream(subscription, writer)
         except ConnectionError:
             pass  # the client left
+        except _Stalled:
+            self._count("stalled")
+            log.info(
+                "tail_stream_stalled",
+                peer=request.remote,
+                timeout=http.tail_write_timeout,
+                dropped=subscription.dropped,
+            )
+            if request.transport is not None:
+                request.transport.abort()  # what is buffered for it would never be read
         except asyncio.CancelledError:
             if not subscription.closed:
                 raise
@@ -141,23 +179,31 @@ class LiveRoutes:
             self._streams.discard(task)
         return response
 
-    async def _stream(self, subscription: Subscription, response: web.StreamResponse) -> None:
+    async def _stream(self, subscription: Subscription, writer: _Writer) -> None:
         reported = 0
         while not subscription.closed:
             try:
                 async with asyncio.timeout(KEEPALIVE):
                     records = await subscription.get()
             except TimeoutError:
-                await response.write(b": keepalive\n\n")
+                await writer.write(b": keepalive\n\n")
                 continue
-            chunks = [b"data: " + record.to_json().encode() + b"\n\n" for record in records]
+            chunk: list[bytes] = []
+            size = 0
+            for record in records:
+                event = b"data: " + record.to_json().encode() + b"\n\n"
+                chunk.append(event)
+                size += len(event)
+                if size >= WRITE_CHUNK:
+                    await writer.write(b"".join(chunk))
+                    chunk, size = [], 0
             if subscription.dropped != reported:
                 reported = subscription.dropped
-                chunks.append(
+                chunk.append(
                     b"event: dropped\ndata: " + json.dumps({"dropped": reported}).encode() + b"\n\n"
                 )
-            if chunks:
-                await response.write(b"".join(chunks))
+            if chunk:
+                await writer.write(b"".join(chunk))
 
     async def close_streams(self, app: web.Application) -> None:
         """End every tail stream now (also one stuck writing to a slow client)."""
@@ -168,3 +214,22 @@ class LiveRoutes:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await asyncio.gather(*self._streams, return_exceptions=True)
+
+
+class _Stalled(Exception):
+    """A write to a tail stream blocked for longer than ``tail_write_timeout``."""
+
+
+class _Writer:
+    """Writes to a stream response, each within a deadline."""
+
+    def __init__(self, response: web.StreamResponse, timeout: float) -> None:
+        self.response = response
+        self.timeout = timeout
+
+    async def write(self, data: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.response.write(data)
+        except TimeoutError:
+            raise _Stalled from None

@@ -9,6 +9,11 @@ the configured ``[http]`` port, asks them all and answers as a single collector 
 - ``/api/live``: every worker's live state merged (agents, sensors, rejections, sinks);
 - ``/api/tail``: every worker's stream of readings, interleaved event by event;
 - anything else (the live page itself): passed to worker 0.
+
+The port has the same limits as a collector's (:mod:`.http_guard`: ``max_connections``,
+``header_timeout``, ``keepalive_timeout``; ``max_tail_subscribers``, ``tail_write_timeout``)
+and the same tokens (:mod:`.http_auth`); its calls to the workers carry a configured token,
+since the workers read the same ``[http] tokens``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector as PromCollector
 
+from telemetry.collector.http_auth import HttpAuth
+from telemetry.collector.http_guard import ConnectionGuard, GuardedSite, HttpMetrics
 from telemetry.collector.metrics import CONTENT_TYPE
 from telemetry.config import CollectorConfig
 
@@ -51,17 +58,26 @@ class Supervisor(Protocol):
 
 
 MAX_MERGED_REJECTIONS = 100
+#: Headers of worker 0's answers passed on with them (the page's CSP among them).
+_FORWARDED_HEADERS = (
+    "Content-Type",
+    "Content-Security-Policy",
+    "X-Content-Type-Options",
+    "Cache-Control",
+    "Retry-After",
+)
 
 
 class WorkerMetrics(PromCollector):
     """Re-exports the metrics text of every worker with a ``worker`` label."""
 
     def __init__(self) -> None:
-        self.texts: dict[int, str] = {}
+        #: Metrics text by ``worker`` label: a worker's index, or ``supervisor``.
+        self.texts: dict[str, str] = {}
 
     def collect(self) -> Iterator[Metric]:
         merged: dict[str, Metric] = {}
-        for index, text in sorted(self.texts.items()):
+        for index, text in self.texts.items():
             for family in text_string_to_metric_families(text):
                 out = merged.get(family.name)
                 if out is None:
@@ -133,7 +149,18 @@ class WorkersHttp:
         self._worker_metrics = WorkerMetrics()
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(self._worker_metrics)
+        #: The supervisor's own HTTP counters (not labelled by worker).
+        self._own = CollectorRegistry(auto_describe=True)
+        self.http_metrics = HttpMetrics(self._own)
+        http = supervisor.config.http
+        self._auth = HttpAuth(
+            http.tokens, metrics_auth=http.metrics_auth, refused=self.http_metrics.unauthorized.inc
+        )
+        #: Headers of every call to a worker (its token, when the port has tokens).
+        self._headers = self._auth.headers()
+        self._tails: set[asyncio.Task[object]] = set()
         self._runner: web.AppRunner | None = None
+        self.port: int | None = None
 
     async def start(self) -> None:
         """Serve the configured HTTP port (when ``[http] enabled``)."""
@@ -141,16 +168,25 @@ class WorkersHttp:
         if not http.enabled:
             return
         app = web.Application()
+        self._auth.add_to(app)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_handler)
         app.router.add_get("/api/live", self._live)
         app.router.add_get("/api/tail", self._tail)
         app.router.add_route("GET", "/{tail:.*}", self._to_worker_0)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=http.keepalive_timeout,
+            handler_cancellation=True,  # a tail stream whose client left ends (and frees its slot)
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, http.host, http.port)
+        guard = ConnectionGuard(http.max_connections, http.header_timeout, self.http_metrics)
+        site = GuardedSite(self._runner, http.host, http.port, guard)
         await site.start()
+        self.port = site.bound_port
 
     async def close(self) -> None:
         """Stop serving (idempotent)."""
@@ -168,7 +204,9 @@ class WorkersHttp:
     async def _readyz(self, request: web.Request) -> web.Response:
         async def ready(worker: Worker) -> bool:
             try:
-                async with self._session.get(f"{worker.base_url}/readyz") as resp:
+                async with self._session.get(
+                    f"{worker.base_url}/readyz", headers=self._headers
+                ) as resp:
                     return resp.status == 200
             except aiohttp.ClientError:
                 return False
@@ -184,13 +222,17 @@ class WorkersHttp:
     async def _metrics_handler(self, request: web.Request) -> web.Response:
         async def fetch(worker: Worker) -> tuple[int, str | None]:
             try:
-                async with self._session.get(f"{worker.base_url}/metrics") as resp:
+                async with self._session.get(
+                    f"{worker.base_url}/metrics", headers=self._headers
+                ) as resp:
                     return worker.index, await resp.text()
             except aiohttp.ClientError:
                 return worker.index, None
 
         texts = await asyncio.gather(*(fetch(w) for w in self.supervisor.workers))
-        self._worker_metrics.texts = {index: text for index, text in texts if text is not None}
+        merged = {str(index): text for index, text in texts if text is not None}
+        merged["supervisor"] = generate_latest(self._own).decode()
+        self._worker_metrics.texts = merged
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
@@ -198,7 +240,7 @@ class WorkersHttp:
         async def fetch(worker: Worker) -> dict[str, Any] | None:
             url = f"{worker.base_url}/api/live?{request.query_string}"
             try:
-                async with self._session.get(url) as resp:
+                async with self._session.get(url, headers=self._headers) as resp:
                     if resp.status != 200:
                         return None
                     state: dict[str, Any] = await resp.json()
@@ -223,6 +265,24 @@ class WorkersHttp:
 
     async def _tail(self, request: web.Request) -> web.StreamResponse:
         """Every worker's tail stream, forwarded event by event (never half an event)."""
+        http = self.supervisor.config.http
+        if len(self._tails) >= http.max_tail_subscribers:
+            self.http_metrics.tail.labels("refused").inc()
+            raise web.HTTPServiceUnavailable(
+                text=f"too many tail subscribers (max_tail_subscribers = "
+                f"{http.max_tail_subscribers}); try again later\n",
+                headers={"Retry-After": "5"},
+            )
+        task = asyncio.current_task()
+        assert task is not None
+        self._tails.add(task)
+        try:
+            return await self._relay_tails(request, http.tail_write_timeout)
+        finally:
+            self._tails.discard(task)
+
+    async def _relay_tails(self, request: web.Request, write_timeout: float) -> web.StreamResponse:
+        self.http_metrics.tail.labels("opened").inc()
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
@@ -236,18 +296,25 @@ class WorkersHttp:
 
         async def relay(worker: Worker) -> None:
             url = f"{worker.base_url}/api/tail?{request.query_string}"
-            async with self._session.get(url, timeout=no_timeout) as upstream:
+            async with self._session.get(
+                url, timeout=no_timeout, headers=self._headers
+            ) as upstream:
                 event: list[bytes] = []
                 async for line in upstream.content:
                     event.append(line)
                     if line in (b"\n", b"\r\n"):  # an event (or a comment) is complete
-                        async with lock:
+                        async with lock, asyncio.timeout(write_timeout):
                             await response.write(b"".join(event))
                         event = []
 
         relays = [asyncio.create_task(relay(w)) for w in self.supervisor.workers]
         try:
-            await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(relays, return_when=asyncio.FIRST_COMPLETED)
+            if any(not t.cancelled() and isinstance(t.exception(), TimeoutError) for t in done):
+                # The client read nothing for write_timeout: end the stream, free the slot.
+                self.http_metrics.tail.labels("stalled").inc()
+                if request.transport is not None:
+                    request.transport.abort()
         except (ConnectionError, aiohttp.ClientError):
             pass
         finally:
@@ -258,12 +325,13 @@ class WorkersHttp:
 
     async def _to_worker_0(self, request: web.Request) -> web.StreamResponse:
         url = f"{self.supervisor.workers[0].base_url}{request.rel_url}"
+        no_timeout = aiohttp.ClientTimeout(total=None)
         try:
-            async with self._session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as up:
+            async with self._session.get(url, timeout=no_timeout, headers=self._headers) as up:
                 response = web.StreamResponse(status=up.status)
-                content_type = up.headers.get("Content-Type")
-                if content_type:
-                    response.headers["Content-Type"] = content_type
+                for name in _FORWARDED_HEADERS:
+                    if name in up.headers:
+                        response.headers[name] = up.headers[name]
                 await response.prepare(request)
                 async for chunk in up.content.iter_any():
                     await response.write(chunk)

@@ -133,13 +133,42 @@ class IngestConfig(Strict):
 
 
 class HttpConfig(Strict):
-    """``[http]``: the side port with ``/healthz`` and ``/readyz``."""
+    """``[http]``: the side port (``/healthz``, ``/readyz``, ``/metrics``, the live view and
+    ``/api/tail``) and its limits."""
 
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_HTTP_PORT, ge=0, le=65535)
     #: HTTPS on this port (docs/security.md); unset: plain HTTP.
     tls: ServerTlsConfig | None = None
+    #: Open HTTP connections at once; further ones are closed at once (and counted).
+    max_connections: int = Field(default=256, ge=1)
+    #: Seconds a client has to send a complete request head (slowloris); 0: no limit.
+    header_timeout: float = Field(default=10.0, ge=0)
+    #: Seconds an idle keep-alive connection stays open between two requests.
+    keepalive_timeout: float = Field(default=15.0, gt=0)
+    #: ``/api/tail`` streams open at once; further ones get 503.
+    max_tail_subscribers: int = Field(default=16, ge=1)
+    #: Largest queue (readings) of one tail subscriber; ``?buffer=N`` is clamped to it.
+    tail_max_buffer: int = Field(default=10_000, ge=1)
+    #: Seconds one write to a tail stream may block (the client reads nothing) before that
+    #: stream is ended and its slot freed.
+    tail_write_timeout: float = Field(default=30.0, gt=0)
+    #: When not empty, everything but ``/healthz`` and ``/readyz`` (and ``/metrics`` unless
+    #: ``metrics_auth``) needs ``Authorization: Bearer <one of these>`` (or the page's cookie).
+    tokens: list[str] = Field(default_factory=list)
+    #: With ``tokens``: ``/metrics`` needs a token too.
+    metrics_auth: bool = False
+
+    @field_validator("tokens")
+    @classmethod
+    def _check_tokens(cls, tokens: list[str]) -> list[str]:
+        for token in tokens:
+            if not token or token != token.strip():
+                raise ValueError("an [http] token must not be empty or start or end with spaces")
+            if not token.isascii() or not token.isprintable():
+                raise ValueError("an [http] token must be printable ASCII")
+        return tokens
 
 
 def _default_sinks() -> list[SinkConfig]:

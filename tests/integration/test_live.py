@@ -151,3 +151,28 @@ async def test_page_is_served_with_a_strict_content_security_policy(
     assert "script-src 'sha256-" in csp
     assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")  # nothing external
+
+
+def test_rejections_keep_bounded_text() -> None:
+    """A rejection keeps at most MAX_ERRORS reasons of MAX_TEXT characters, and its agent
+    truncated: 100 rejections can never hold megabytes."""
+    live = LiveView()
+    live.rejected(1, "a" * 100_000, ["e" * 100_000] * 1000)
+    [kept] = live.rejections
+    assert len(kept.agent) == live_module.MAX_TEXT
+    assert len(kept.errors) == live_module.MAX_ERRORS
+    assert {len(e) for e in kept.errors} == {live_module.MAX_TEXT}
+
+
+def test_full_sensor_table_forgets_silent_sensors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When MAX_SENSORS are tracked, sensors silent for SENSOR_TTL make room for new ones
+    without anyone opening the page."""
+    monkeypatch.setattr(live_module, "MAX_SENSORS", 2)
+    live = LiveView()
+    live.accepted(1, [record("old-1", 1.0), record("old-2", 1.0)])
+    for state in live.sensors.values():
+        state.seen -= live_module.SENSOR_TTL + HISTORY_STEP + 1
+    live._step -= HISTORY_STEP  # the next reading starts a new step
+    live.accepted(1, [record("new", 1.0)])
+    assert sorted(live.sensors) == ["new"]
+    assert live.untracked == 0

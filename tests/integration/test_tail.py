@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -212,3 +213,45 @@ async def test_tail_command_unreachable_exits_2() -> None:
     _, stderr = await asyncio.wait_for(proc.communicate(), timeout(10))
     assert proc.returncode == 2
     assert b"cannot connect to" in stderr
+
+
+async def test_tail_prints_control_characters_escaped() -> None:
+    """Whatever a collector sends, `tail` prints no raw control or format character: rows
+    show ``\\x1b[2J`` in a unit as text, JSON lines carry ``\\u`` escapes."""
+    from aiohttp import web
+
+    from telemetry.tail import tail
+
+    record = {"agent": "a\u202e", "sensor": "s\x07", "value": 1, "unit": "\x1b[2J"}
+    raw = json.dumps({"sensor": "s", "value": 1}, ensure_ascii=False)[:-1] + ', "x": "\x9b"}'
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'event: dropped\ndata: {"dropped": "\\u001b[31m"}\n\n')
+        await response.write(f"data: {json.dumps(record)}\n\ndata: {raw}\n\n".encode())
+        await asyncio.sleep(timeout(5))
+        return response
+
+    app = web.Application()
+    app.router.add_get("/api/tail", stream)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        base = f"http://127.0.0.1:{site.port}"
+        rows, err = io.StringIO(), io.StringIO()
+        assert await tail(base, count=2, json_lines=False, out=rows, err=err) == 0
+        lines, err2 = io.StringIO(), io.StringIO()
+        assert await tail(base, count=2, json_lines=True, out=lines, err=err2) == 0
+    finally:
+        await runner.cleanup()
+    printed = rows.getvalue() + lines.getvalue() + err.getvalue()
+    assert "\\x1b[31m readings dropped" in err.getvalue()
+    assert "\\x1b[2J" in rows.getvalue()
+    assert "\\u202e" in rows.getvalue()
+    assert "\\x07" in rows.getvalue()
+    assert all(ch == "\n" or ch.isprintable() for ch in printed), repr(printed)
+    [_, second] = lines.getvalue().splitlines()
+    assert json.loads(second)["x"] == "\x9b"  # the same JSON value, escaped
