@@ -11,6 +11,12 @@ or an agent resends a batch whose ack was lost, JetStream drops the copies it ha
 stored within the stream's ``duplicate_window``. Fire-and-forget readings carry no id and are
 not deduplicated.
 
+A dropped copy must really be a copy: a PubAck that says ``duplicate`` carries the stream
+sequence of the message stored first; the sink fetches those messages (``get_msg``, all at
+once) and compares their content with the records'. A record whose id is stored with other
+content is refused (:class:`RefusedRecords`); the others of the batch are stored. A batch of
+new readings pays nothing for this.
+
 Subjects come from the ``subject`` template; values are escaped so that a sensor name cannot
 add tokens or wildcards (``telemetry.sinks._template``). The payload is ``Record.to_json()``.
 """
@@ -18,6 +24,7 @@ add tokens or wildcards (``telemetry.sinks._template``). The payload is ``Record
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -31,7 +38,15 @@ from telemetry.config import NatsSinkConfig
 from telemetry.log import get_logger
 from telemetry.sinks._common import close_quietly, sink_name, started
 from telemetry.sinks._template import Template, escape_nats, nats_subject_matches
-from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
+from telemetry.sinks.base import (
+    PermanentSinkError,
+    Record,
+    RefusedRecords,
+    TransientSinkError,
+    canonical_content,
+    conflict_reason,
+    content_of,
+)
 
 log = get_logger("telemetry.sinks.nats")
 
@@ -143,7 +158,52 @@ class NatsSink:
             for future in futures:  # free their slots in nats-py's pending limit
                 if not future.done():
                     future.cancel()
-        self.duplicates += sum(1 for ack in acks if ack.duplicate)
+        duplicates = [
+            (index, ack.seq)
+            for index, ack in enumerate(acks)
+            if ack.duplicate and batch[index].id is not None
+        ]
+        self.duplicates += len(duplicates)
+        if duplicates:
+            refused = await self._conflicts(js, batch, duplicates)
+            if refused:
+                raise RefusedRecords(refused)
+
+    async def _conflicts(
+        self, js: JetStreamContext, batch: Sequence[Record], duplicates: list[tuple[int, int]]
+    ) -> dict[int, str]:
+        """The records JetStream dropped as duplicates whose stored message (at the sequence
+        the PubAck named) has other content: index -> reason."""
+        stream = self.config.stream
+        seqs = sorted({seq for _, seq in duplicates})
+
+        async def fetch(seq: int) -> bytes | None:
+            try:
+                return (await js.get_msg(stream, seq)).data
+            except nats.js.errors.NotFoundError:
+                return None  # deleted or trimmed since: nothing left to compare with
+
+        try:
+            async with asyncio.timeout(self.config.ack_timeout):
+                payloads = await asyncio.gather(*(fetch(seq) for seq in seqs))
+        except TimeoutError as exc:
+            raise TransientSinkError(
+                f"nats: could not read back {len(seqs)} stored messages within "
+                f"{self.config.ack_timeout} s to compare duplicates"
+            ) from exc
+        except (nats.errors.Error, OSError) as exc:
+            raise TransientSinkError(f"nats: reading back stored messages failed: {exc!r}") from exc
+        stored = dict(zip(seqs, payloads, strict=True))
+        refused: dict[int, str] = {}
+        for index, seq in duplicates:
+            record = batch[index]
+            payload = stored[seq]
+            if payload is None:
+                log.warning("nats_duplicate_not_found", sink=self.name, id=record.id, seq=seq)
+                continue
+            if record.id is not None and not _same_content(record, payload):
+                refused[index] = conflict_reason(record.id)
+        return refused
 
     async def close(self) -> None:
         """Drain and close the connection; idempotent."""
@@ -166,3 +226,16 @@ async def _close_quietly(nc: NatsClient) -> None:
     await close_quietly(
         nc.close, errors=(nats.errors.Error, OSError), timeout=5, log=log, event="nats_close_failed"
     )
+
+
+def _same_content(record: Record, payload: bytes) -> bool:
+    """True when a stored message (``Record.to_json()`` of the reading stored first) holds
+    the record's content."""
+    try:
+        data = json.loads(payload)
+        stored = canonical_content(
+            data["sensor"], data["value"], data["ts"], data["metric"], data["unit"], data["tags"]
+        )
+    except (ValueError, KeyError, TypeError):  # not one of ours: not the same reading
+        return False
+    return content_of(record) == stored
