@@ -79,15 +79,33 @@ class RefusedRecords(PermanentSinkError):
 
 #: What a reading's content is, for telling a resend (same content) from a conflict: its own
 #: fields, canonical (see :func:`content_of`). Not ``received_at``, not ``agent`` (in the id).
-Content: TypeAlias = tuple[str, float, datetime, str | None, str | None, dict[str, str]]
+Content: TypeAlias = tuple[str, float, datetime | None, str | None, str | None, dict[str, str]]
 
 
 def content_of(record: Record) -> Content:
     """The record's content, canonical: ``value`` as a float, ``ts`` as an instant in UTC,
-    ``tags`` as a dict (key order does not matter)."""
+    ``tags`` as a dict (key order does not matter).
+
+    A reading sent without ``ts`` has the receive time as its ``ts`` (``ts == received_at``):
+    that time is the collector's, not the reading's, so its ``ts`` is ``None`` here and a
+    resend of it (received later) still has the same content."""
     return canonical_content(
-        record.sensor, record.value, record.ts, record.metric, record.unit, record.tags
+        record.sensor,
+        record.value,
+        record.ts,
+        record.metric,
+        record.unit,
+        record.tags,
+        record.received_at,
     )
+
+
+def _instant(ts: datetime | str) -> datetime:
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts.replace("Z", "+00:00").replace("z", "+00:00"))
+    if ts.tzinfo is None:  # a naive time is UTC, as everywhere in telemetry
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC)
 
 
 def canonical_content(
@@ -97,15 +115,15 @@ def canonical_content(
     metric: str | None,
     unit: str | None,
     tags: dict[str, str] | str | None,
+    received_at: datetime | str | None,
 ) -> Content:
-    """Content read back from a backend, canonical: ``ts`` as an aware datetime or RFC 3339
-    text, ``tags`` as a dict or JSON text."""
-    if isinstance(ts, str):
-        ts = datetime.fromisoformat(ts.replace("Z", "+00:00").replace("z", "+00:00"))
-    if ts.tzinfo is None:  # a naive time is UTC, as everywhere in telemetry
-        ts = ts.replace(tzinfo=UTC)
+    """Content as :func:`content_of` makes it, of a reading read back from a backend:
+    ``ts`` and ``received_at`` as datetimes or RFC 3339 text, ``tags`` as a dict or JSON."""
+    instant: datetime | None = _instant(ts)
+    if received_at is not None and instant == _instant(received_at):
+        instant = None  # stamped with the receive time: the reading had no ts of its own
     tag_dict: dict[str, str] = json.loads(tags) if isinstance(tags, str) else dict(tags or {})
-    return (sensor, float(value), ts.astimezone(UTC), metric, unit, tag_dict)
+    return (sensor, float(value), instant, metric, unit, tag_dict)
 
 
 def conflict_reason(reading_id: str) -> str:

@@ -234,7 +234,13 @@ def _same_content(record: Record, payload: bytes) -> bool:
     try:
         data = json.loads(payload)
         stored = canonical_content(
-            data["sensor"], data["value"], data["ts"], data["metric"], data["unit"], data["tags"]
+            data["sensor"],
+            data["value"],
+            data["ts"],
+            data["metric"],
+            data["unit"],
+            data["tags"],
+            data["received_at"],
         )
     except (ValueError, KeyError, TypeError):  # not one of ours: not the same reading
         return False

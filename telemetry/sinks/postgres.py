@@ -114,15 +114,23 @@ def conflicts_sql(schema: str, table: str, key: Sequence[str]) -> str:
     qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
     join = " AND ".join(f"t.{column} = s.{column}" for column in key)
     same_key = " AND ".join(f"c.{column} = k.{column}" for column in key)
-    ours = ", ".join(f"s.{column}" for column in CONTENT_COLUMNS)
-    theirs = ", ".join(f"t.{column}" for column in CONTENT_COLUMNS)
+    ours = ", ".join(_content_expression("s", column) for column in CONTENT_COLUMNS)
+    theirs = ", ".join(_content_expression("t", column) for column in CONTENT_COLUMNS)
     return (
         f"WITH k AS (SELECT DISTINCT {', '.join(f's.{c}' for c in key)} "
         f"FROM pg_temp.{STAGE} s JOIN {qualified} t ON {join} "
         f"WHERE ({ours}) IS DISTINCT FROM ({theirs})) "
-        f"SELECT c.id, c.sensor, c.metric, c.value, c.unit, c.ts, c.tags::text "
+        f"SELECT c.id, c.sensor, c.metric, c.value, c.unit, c.ts, c.tags::text, c.received_at "
         f"FROM {qualified} c JOIN k ON {same_key}"
     )
+
+
+def _content_expression(alias: str, column: str) -> str:
+    # A ts equal to received_at was stamped by the collector (the reading had none): it is not
+    # part of the content (telemetry.sinks.base.content_of).
+    if column == "ts":
+        return f"NULLIF({alias}.ts, {alias}.received_at)"
+    return f"{alias}.{column}"
 
 
 def inserted_count(status: str) -> int:
@@ -137,9 +145,9 @@ def refused_records(batch: Sequence[Record], stored: Sequence[Sequence[Any]]) ->
     """The records of ``batch`` whose id is stored (``stored``: rows of :func:`conflicts_sql`)
     with content other than theirs: index -> reason."""
     contents: dict[str, list[Content]] = {}
-    for rid, sensor, metric, value, unit, ts, tags in stored:
+    for rid, sensor, metric, value, unit, ts, tags, received_at in stored:
         contents.setdefault(rid, []).append(
-            canonical_content(sensor, value, ts, metric, unit, tags)
+            canonical_content(sensor, value, ts, metric, unit, tags, received_at)
         )
     refused: dict[int, str] = {}
     for index, record in enumerate(batch):

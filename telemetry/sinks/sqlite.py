@@ -55,12 +55,12 @@ INSERT = (
 #: The stored rows of a batch's ids (a JSON array: one parameter, whatever the batch size), in
 #: the order of ``CONTENT`` below.
 STORED = (
-    "SELECT id, sensor, metric, value, unit, ts, tags FROM readings "
+    "SELECT id, sensor, metric, value, unit, ts, tags, received_at FROM readings "
     "WHERE id IN (SELECT value FROM json_each(?))"
 )
-#: Where the content columns sit in a row of :func:`record_row`: sensor, metric, value, unit,
-#: ts, tags.
-CONTENT = (2, 3, 4, 5, 6, 7)
+#: Where the columns of ``STORED`` sit in a row of :func:`record_row`: sensor, metric, value,
+#: unit, ts, tags, received_at.
+CONTENT = (2, 3, 4, 5, 6, 7, 8)
 
 
 class SqliteSink:
@@ -154,9 +154,10 @@ def _conflicts(
         if theirs is None:  # cannot happen inside the transaction; nothing to compare with
             continue
         ours = tuple(row[i] for i in CONTENT)
-        if ours == theirs:
+        if ours == theirs:  # the very row (or a copy of it, inside the batch)
             continue
-        sensor, metric, value, unit, ts, tags = theirs
-        if content_of(batch[index]) != canonical_content(sensor, value, ts, metric, unit, tags):
+        sensor, metric, value, unit, ts, tags, received_at = theirs
+        stored_content = canonical_content(sensor, value, ts, metric, unit, tags, received_at)
+        if content_of(batch[index]) != stored_content:
             refused[index] = conflict_reason(rid)
     return refused

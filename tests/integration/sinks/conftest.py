@@ -18,7 +18,7 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ MQTT_HOST = os.environ.get("TELEMETRY_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("TELEMETRY_TEST_MQTT_PORT", "1883"))
 
 NOW = datetime(2026, 11, 27, 7, 15, 2, 123000, tzinfo=UTC)
+#: When the test readings were received: after their ``ts`` (a ts equal to the receive time
+#: would be one the collector stamped on a reading without one).
+RECEIVED = NOW + timedelta(milliseconds=178)
 
 
 def record(i: int, agent: str = "agent-1", rid: str | None = "auto") -> Record:
@@ -50,7 +53,7 @@ def record(i: int, agent: str = "agent-1", rid: str | None = "auto") -> Record:
         sensor=f"greenhouse-2/soil {i % 7}",
         value=i + 0.25,
         ts=NOW,
-        received_at=NOW,
+        received_at=RECEIVED,
         metric="moisture",
         unit="%",
         tags={"site": "nörth"},

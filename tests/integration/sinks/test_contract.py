@@ -172,6 +172,27 @@ async def test_a_resend_with_the_same_content_is_written_once_and_accepted(backe
 
 
 @pytest.mark.parametrize("backend", sorted(DEDUPING), indirect=True)
+async def test_a_resend_of_a_reading_without_ts_is_the_same_reading(backend: Backend):
+    """A reading sent without ts carries the receive time as ts (ts == received_at); resent,
+    it is received (and stamped) later: still the same content. One that now carries a ts of
+    its own is not."""
+    assert backend.values is not None
+    stamped = replace(record(8), ts=NOW, received_at=NOW)
+    later = NOW + timedelta(seconds=30)
+    sink = backend.make()
+    await sink.start()
+    try:
+        await sink.write([stamped])
+        await sink.write([replace(stamped, ts=later, received_at=later)])
+        with pytest.raises(RefusedRecords) as refused:
+            await sink.write([replace(stamped, ts=later, received_at=later + timedelta(1))])
+    finally:
+        await sink.close()
+    assert list(refused.value.refused) == [0]
+    assert_each_once(await backend.stored(1), [stamped])
+
+
+@pytest.mark.parametrize("backend", sorted(DEDUPING), indirect=True)
 @pytest.mark.parametrize(
     "change",
     [
