@@ -36,6 +36,7 @@ from nats.js.api import PubAck, StreamConfig
 
 from telemetry.config import NatsSinkConfig
 from telemetry.log import get_logger
+from telemetry.redact import redact_url, scrub, url_secrets
 from telemetry.sinks._common import close_quietly, sink_name, started
 from telemetry.sinks._template import Template, escape_nats, nats_subject_matches
 from telemetry.sinks.base import (
@@ -65,6 +66,13 @@ class NatsSink:
         self.config = config
         self.subject = Template(config.subject, escape_nats)
         self.duplicates = 0  # PubAcks that said "duplicate": copies JetStream dropped
+        #: The server URLs as logs may show them: passwords and tokens masked.
+        self.servers = [redact_url(url, token_userinfo=True) for url in config.servers]
+        self._secrets = [
+            config.password.get_secret_value() if config.password else None,
+            config.token.get_secret_value() if config.token else None,
+            *(s for url in config.servers for s in url_secrets(url, token_userinfo=True)),
+        ]
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
 
@@ -105,11 +113,16 @@ class NatsSink:
             await _close_quietly(nc)
             if isinstance(exc, Exception) and not isinstance(exc, PermanentSinkError):
                 raise TransientSinkError(
-                    f"nats sink {self.name}: cannot start on {config.servers}: {exc!r}"
+                    f"nats sink {self.name}: cannot start on {self.servers}: "
+                    f"{self._scrub(repr(exc))}"
                 ) from exc
             raise
         self._nc, self._js = nc, js
-        log.info("nats_sink_started", sink=self.name, stream=config.stream)
+        log.info("nats_sink_started", sink=self.name, servers=self.servers, stream=config.stream)
+
+    def _scrub(self, text: str) -> str:
+        """An error text as it may be logged: no password or token in it."""
+        return scrub(text, self._secrets, token_userinfo=True)
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         config = self.config
@@ -151,9 +164,9 @@ class NatsSink:
                 f"messages within {self.config.ack_timeout} s"
             ) from exc
         except nats.errors.MaxPayloadError as exc:
-            raise PermanentSinkError(f"nats rejected a message: {exc!r}") from exc
+            raise PermanentSinkError(f"nats rejected a message: {self._scrub(repr(exc))}") from exc
         except (nats.errors.Error, OSError) as exc:
-            raise TransientSinkError(f"nats publish failed: {exc!r}") from exc
+            raise TransientSinkError(f"nats publish failed: {self._scrub(repr(exc))}") from exc
         finally:
             for future in futures:  # free their slots in nats-py's pending limit
                 if not future.done():
@@ -192,7 +205,9 @@ class NatsSink:
                 f"{self.config.ack_timeout} s to compare duplicates"
             ) from exc
         except (nats.errors.Error, OSError) as exc:
-            raise TransientSinkError(f"nats: reading back stored messages failed: {exc!r}") from exc
+            raise TransientSinkError(
+                f"nats: reading back stored messages failed: {self._scrub(repr(exc))}"
+            ) from exc
         stored = dict(zip(seqs, payloads, strict=True))
         refused: dict[int, str] = {}
         for index, seq in duplicates:
@@ -212,7 +227,7 @@ class NatsSink:
             await _close_quietly(nc)
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("nats_error", sink=self.name, error=repr(exc))
+        log.warning("nats_error", sink=self.name, error=self._scrub(repr(exc)))
 
     async def _on_disconnected(self) -> None:
         if self._nc is not None:  # not our own close()

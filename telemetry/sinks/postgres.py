@@ -38,6 +38,7 @@ import asyncpg
 
 from telemetry.config import PostgresSinkConfig
 from telemetry.log import get_logger
+from telemetry.redact import redact_text, scrub, url_secrets
 from telemetry.sinks._common import COLUMNS, record_row, sink_name, started
 from telemetry.sinks.base import (
     Content,
@@ -163,16 +164,21 @@ async def timescaledb_installed(conn: asyncpg.Connection) -> bool:
     return found is not None
 
 
-def classify(exc: BaseException, action: str) -> TransientSinkError | PermanentSinkError:
-    """The sink error an asyncpg/OS failure maps to."""
+def classify(
+    exc: BaseException, action: str, secrets: Sequence[str | None] = ()
+) -> TransientSinkError | PermanentSinkError:
+    """The sink error an asyncpg/OS failure maps to; ``secrets`` (the DSN's password) and any
+    URL's password are masked in its message."""
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", None) or ""
         message = f"postgres {action} failed: {type(exc).__name__} [{sqlstate}] {exc}"
         if sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES or not sqlstate:
-            return TransientSinkError(message)
-        return PermanentSinkError(message)
+            return TransientSinkError(scrub(message, secrets))
+        return PermanentSinkError(scrub(message, secrets))
     # InterfaceError (connection closed/lost), OSError (refused, reset), timeouts.
-    return TransientSinkError(f"postgres {action} failed: {type(exc).__name__}: {exc}")
+    return TransientSinkError(
+        scrub(f"postgres {action} failed: {type(exc).__name__}: {exc}", secrets)
+    )
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -204,11 +210,22 @@ class PostgresSink:
             return self.config.dsn.get_secret_value()
         return os.environ.get("TELEMETRY_POSTGRES_DSN") or None
 
+    def where(self) -> str:
+        """The server as logs may show it: the DSN with its password masked."""
+        dsn = self.dsn()
+        return redact_text(dsn) if dsn else "the libpq environment (PGHOST...)"
+
+    def _secrets(self) -> list[str | None]:
+        """What error messages must not show: the DSN's password, ``PGPASSWORD``."""
+        dsn = self.dsn()
+        return [*(url_secrets(dsn) if dsn else ()), os.environ.get("PGPASSWORD")]
+
     async def start(self) -> None:
         """Open the pool and create the table when missing; raise when PostgreSQL refuses."""
         if self._pool is not None:
             return
         config = self.config
+        secrets = self._secrets()
         try:
             pool = await asyncpg.create_pool(
                 self.dsn(),
@@ -219,14 +236,18 @@ class PostgresSink:
                 server_settings={"application_name": f"telemetry-sink-{self.name}"},
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            raise classify(exc, "connect") from exc
+            raise classify(exc, f"connect to {self.where()}", secrets) from exc
+        except ValueError as exc:  # a DSN asyncpg cannot parse (e.g. a port that is no number)
+            raise PermanentSinkError(
+                scrub(f"postgres sink {self.name}: invalid DSN: {exc}", secrets)
+            ) from exc
         try:
             async with pool.acquire(timeout=config.connect_timeout) as conn:
                 await self._prepare_table(conn)
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
-                raise classify(exc, "table setup") from exc
+                raise classify(exc, "table setup", secrets) from exc
             raise
         self._pool = pool
         log.info(
@@ -281,7 +302,7 @@ class PostgresSink:
                 if inserted_count(status) != len(rows):  # some ids were there already
                     refused = refused_records(batch, await conn.fetch(self._conflicts))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            raise classify(exc, "write") from exc
+            raise classify(exc, "write", self._secrets()) from exc
         if refused:
             raise RefusedRecords(refused)
 
