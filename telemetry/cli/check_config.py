@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -15,7 +16,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "check-config",
         help="validate a config file and print the effective config",
         description="Validate a collector or agent config file with the environment "
-        "overrides applied; print the effective config as JSON, or the errors.",
+        "overrides applied; print the effective config as JSON (secrets as ***), or the "
+        "errors.",
         epilog=EPILOG,
     )
     check.add_argument("config", nargs="?", type=Path, help="TOML file (default: defaults)")
@@ -31,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     """Print the effective config as JSON (a bad one raises ConfigError: exit 2)."""
     from telemetry.config import AgentConfig, CollectorConfig, load_config
+    from telemetry.redact import redact_config
 
     kind = args.kind
     if kind == "auto":
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     )
     config = load_config(model, args.config)
     print(f"# {kind} config {args.config or '(defaults)'}: valid", file=sys.stderr)
-    print(config.model_dump_json(indent=2))
+    # Secrets (tokens, passwords, DSNs, URL passwords) are printed as "***".
+    print(json.dumps(redact_config(config.model_dump(mode="json")), indent=2, ensure_ascii=False))
     return 0
 
 

@@ -16,7 +16,9 @@ are decided once, here:
   :class:`DeliveryFailed` and the connection answers ``nack`` (the agent resends later);
 - permanent: the batch is split in halves until the records the sink refuses are found; those
   are reported in the future's result as refusals (the connection lists them as rejected in
-  its ack and sends them to the dead-letter sinks), the others are written.
+  its ack and sends them to the dead-letter sinks), the others are written. A sink that names
+  the records it refused (:class:`RefusedRecords`, e.g. a reading id already stored with other
+  content) has written the others already: its refusals are reported as they are.
 
 Dead-letter sinks (``dead_letter = true``) take :class:`DeadLetter` documents; they never hold
 up ingest: when their queue is full, the dead letter is dropped and counted.
@@ -43,6 +45,7 @@ from telemetry.sinks.base import (
     DeadLetterSink,
     PermanentSinkError,
     Record,
+    RefusedRecords,
     Sink,
     TransientSinkError,
 )
@@ -250,12 +253,21 @@ class SinkRunner:
     async def _write_all(
         self, records: Sequence[Any], offset: int
     ) -> DeliveryFailed | list[tuple[int, str]]:
-        """Write ``records``; on a permanent error, bisect to the records the sink refuses."""
+        """Write ``records``; on a permanent error, bisect to the records the sink refuses.
+
+        A sink that says which records it refused (:class:`RefusedRecords`, raised after it
+        wrote all the others) is taken at its word: no retry, no bisection."""
         outcome = await self._write_with_retry(records)
         if outcome is None:
             return []
         if isinstance(outcome, DeliveryFailed):
             return outcome
+        if isinstance(outcome, RefusedRecords):
+            return [
+                (offset + index, f"sink {self.name}: {reason}")
+                for index, reason in sorted(outcome.refused.items())
+                if 0 <= index < len(records)
+            ]
         if len(records) == 1:
             return [(offset, f"sink {self.name}: {outcome}")]
         middle = len(records) // 2
@@ -279,6 +291,10 @@ class SinkRunner:
                     await self.sink.write(records)
             except PermanentSinkError as exc:
                 self._count_failure("permanent")
+                if isinstance(exc, RefusedRecords):  # the backend took every record but those
+                    if not self.healthy:
+                        log.info("sink_recovered", sink=self.name, attempts=attempt + 1)
+                    self.healthy = True
                 log.error(
                     "sink_write_refused", sink=self.name, readings=len(records), error=str(exc)
                 )

@@ -4,7 +4,14 @@
 - ``write(batch)`` does only the backend's I/O for a batch of records. It returns once the
   backend holds them (a database: committed) and raises :class:`TransientSinkError`
   (worth retrying) or :class:`PermanentSinkError` (never worth retrying). Any other exception
-  counts as transient.
+  counts as transient. A sink that knows exactly which records it refuses for good writes the
+  others and then raises :class:`RefusedRecords` naming them: the pipeline neither retries
+  nor bisects the batch.
+- A sink that deduplicates by reading id (``Record.id``) stores an id once and counts a
+  resend with the same content (:func:`content_of`) as written. A record whose id is already
+  stored with other content is never stored over the first one nor silently dropped: it is
+  refused (:class:`RefusedRecords`, reason :func:`conflict_reason`). Records without an id
+  (fire-and-forget) are never compared.
 - ``close()`` flushes, is idempotent and is safe without ``start()``.
 
 A sink class names its config model as ``config_model`` (built-in sinks and plugins alike). A
@@ -20,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from telemetry.protocol import format_timestamp
@@ -53,6 +60,75 @@ class TransientSinkError(SinkError):
 
 class PermanentSinkError(SinkError):
     """The write will never succeed for this batch (bad data for the backend, no permission)."""
+
+
+class RefusedRecords(PermanentSinkError):
+    """The sink wrote every record of the batch except these, which it refuses for good.
+
+    ``refused`` maps an index in the batch given to ``write()`` to the reason. The pipeline
+    reports exactly those records as refused (rejected in the ack, dead-lettered) and counts
+    the others as written: no retry, no bisection.
+    """
+
+    def __init__(self, refused: dict[int, str]) -> None:
+        self.refused = dict(refused)
+        first = min(self.refused, default=None)
+        detail = f"; first: index {first}: {self.refused[first]}" if first is not None else ""
+        super().__init__(f"{len(self.refused)} record(s) of the batch refused{detail}")
+
+
+#: What a reading's content is, for telling a resend (same content) from a conflict: its own
+#: fields, canonical (see :func:`content_of`). Not ``received_at``, not ``agent`` (in the id).
+Content: TypeAlias = tuple[str, float, datetime | None, str | None, str | None, dict[str, str]]
+
+
+def content_of(record: Record) -> Content:
+    """The record's content, canonical: ``value`` as a float, ``ts`` as an instant in UTC,
+    ``tags`` as a dict (key order does not matter).
+
+    A reading sent without ``ts`` has the receive time as its ``ts`` (``ts == received_at``):
+    that time is the collector's, not the reading's, so its ``ts`` is ``None`` here and a
+    resend of it (received later) still has the same content."""
+    return canonical_content(
+        record.sensor,
+        record.value,
+        record.ts,
+        record.metric,
+        record.unit,
+        record.tags,
+        record.received_at,
+    )
+
+
+def _instant(ts: datetime | str) -> datetime:
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts.replace("Z", "+00:00").replace("z", "+00:00"))
+    if ts.tzinfo is None:  # a naive time is UTC, as everywhere in telemetry
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC)
+
+
+def canonical_content(
+    sensor: str,
+    value: float | int | str,
+    ts: datetime | str,
+    metric: str | None,
+    unit: str | None,
+    tags: dict[str, str] | str | None,
+    received_at: datetime | str | None,
+) -> Content:
+    """Content as :func:`content_of` makes it, of a reading read back from a backend:
+    ``ts`` and ``received_at`` as datetimes or RFC 3339 text, ``tags`` as a dict or JSON."""
+    instant: datetime | None = _instant(ts)
+    if received_at is not None and instant == _instant(received_at):
+        instant = None  # stamped with the receive time: the reading had no ts of its own
+    tag_dict: dict[str, str] = json.loads(tags) if isinstance(tags, str) else dict(tags or {})
+    return (sensor, float(value), instant, metric, unit, tag_dict)
+
+
+def conflict_reason(reading_id: str) -> str:
+    """The reason a record is refused when its id is already stored with other content."""
+    return f"reading id {reading_id} is already stored with other content"
 
 
 @dataclass(slots=True)

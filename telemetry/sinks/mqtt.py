@@ -29,6 +29,7 @@ import aiomqtt
 
 from telemetry.config import MqttSinkConfig
 from telemetry.log import get_logger
+from telemetry.redact import scrub
 from telemetry.sinks._common import close_quietly, not_started, sink_name
 from telemetry.sinks._template import Template, escape_mqtt
 from telemetry.sinks.base import Record, TransientSinkError
@@ -86,10 +87,15 @@ class MqttSink:
                 await client.__aenter__()
         except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
             raise TransientSinkError(
-                f"mqtt: cannot connect to {config.host}:{config.port}: {exc}"
+                f"mqtt: cannot connect to {config.host}:{config.port}: {self._scrub(str(exc))}"
             ) from exc
         self._client = client
         return client
+
+    def _scrub(self, text: str) -> str:
+        """An error text as it may be logged: no password in it."""
+        password = self.config.password
+        return scrub(text, [password.get_secret_value() if password else None])
 
     def _connected_client(self) -> aiomqtt.Client | None:
         client = self._client
@@ -129,7 +135,7 @@ class MqttSink:
                 await asyncio.gather(*(publish(*message) for message in messages))
         except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
             await self._drop_client()
-            raise TransientSinkError(f"mqtt publish failed: {exc!r}") from exc
+            raise TransientSinkError(f"mqtt publish failed: {self._scrub(repr(exc))}") from exc
         for topic, record in latest.items():
             self._latest_ts[topic] = record.ts
 

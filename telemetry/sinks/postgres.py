@@ -7,6 +7,12 @@ batch is one transaction on one connection: ``COPY`` the rows into the staging t
 protocol, fast), then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` into the table, so a
 resent reading (same id) is stored once, and ``write()`` returns after ``COMMIT``.
 
+A resend must not hide a conflict: when the INSERT's status says fewer rows went in than were
+staged, one more query (same transaction) finds the staged rows whose id is stored with
+other content (compared in SQL: ``timestamptz`` and ``jsonb`` compare canonically) and reads
+those stored rows back; those records are refused (:class:`RefusedRecords`) after the rest is
+committed. A batch of new readings pays nothing for this.
+
 Fire-and-forget readings have a NULL id; PostgreSQL lets any number of NULLs share a unique
 column, so they are all kept.
 
@@ -26,14 +32,24 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import asyncpg
 
 from telemetry.config import PostgresSinkConfig
 from telemetry.log import get_logger
+from telemetry.redact import redact_text, scrub, url_secrets
 from telemetry.sinks._common import COLUMNS, record_row, sink_name, started
-from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
+from telemetry.sinks.base import (
+    Content,
+    PermanentSinkError,
+    Record,
+    RefusedRecords,
+    TransientSinkError,
+    canonical_content,
+    conflict_reason,
+    content_of,
+)
 
 log = get_logger("telemetry.sinks.postgres")
 
@@ -89,22 +105,80 @@ def insert_sql(schema: str, table: str, conflict: str) -> str:
     )
 
 
+#: The columns that make a reading's content (``received_at`` and ``agent`` do not).
+CONTENT_COLUMNS = ("sensor", "metric", "value", "unit", "ts", "tags")
+
+
+def conflicts_sql(schema: str, table: str, key: Sequence[str]) -> str:
+    """The stored rows (id, content) of the ids some staged row conflicts with: same ``key``,
+    other content. Run after the INSERT, in its transaction."""
+    qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
+    join = " AND ".join(f"t.{column} = s.{column}" for column in key)
+    same_key = " AND ".join(f"c.{column} = k.{column}" for column in key)
+    ours = ", ".join(_content_expression("s", column) for column in CONTENT_COLUMNS)
+    theirs = ", ".join(_content_expression("t", column) for column in CONTENT_COLUMNS)
+    return (
+        f"WITH k AS (SELECT DISTINCT {', '.join(f's.{c}' for c in key)} "
+        f"FROM pg_temp.{STAGE} s JOIN {qualified} t ON {join} "
+        f"WHERE ({ours}) IS DISTINCT FROM ({theirs})) "
+        f"SELECT c.id, c.sensor, c.metric, c.value, c.unit, c.ts, c.tags::text, c.received_at "
+        f"FROM {qualified} c JOIN k ON {same_key}"
+    )
+
+
+def _content_expression(alias: str, column: str) -> str:
+    # A ts equal to received_at was stamped by the collector (the reading had none): it is not
+    # part of the content (telemetry.sinks.base.content_of).
+    if column == "ts":
+        return f"NULLIF({alias}.ts, {alias}.received_at)"
+    return f"{alias}.{column}"
+
+
+def inserted_count(status: str) -> int:
+    """The row count of an ``INSERT 0 <n>`` command status (-1 when it has none)."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except ValueError:
+        return -1
+
+
+def refused_records(batch: Sequence[Record], stored: Sequence[Sequence[Any]]) -> dict[int, str]:
+    """The records of ``batch`` whose id is stored (``stored``: rows of :func:`conflicts_sql`)
+    with content other than theirs: index -> reason."""
+    contents: dict[str, list[Content]] = {}
+    for rid, sensor, metric, value, unit, ts, tags, received_at in stored:
+        contents.setdefault(rid, []).append(
+            canonical_content(sensor, value, ts, metric, unit, tags, received_at)
+        )
+    refused: dict[int, str] = {}
+    for index, record in enumerate(batch):
+        rid = record.id
+        if rid is not None and rid in contents and content_of(record) not in contents[rid]:
+            refused[index] = conflict_reason(rid)
+    return refused
+
+
 async def timescaledb_installed(conn: asyncpg.Connection) -> bool:
     """True when the TimescaleDB extension is installed in the connection's database."""
     found = await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
     return found is not None
 
 
-def classify(exc: BaseException, action: str) -> TransientSinkError | PermanentSinkError:
-    """The sink error an asyncpg/OS failure maps to."""
+def classify(
+    exc: BaseException, action: str, secrets: Sequence[str | None] = ()
+) -> TransientSinkError | PermanentSinkError:
+    """The sink error an asyncpg/OS failure maps to; ``secrets`` (the DSN's password) and any
+    URL's password are masked in its message."""
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", None) or ""
         message = f"postgres {action} failed: {type(exc).__name__} [{sqlstate}] {exc}"
         if sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES or not sqlstate:
-            return TransientSinkError(message)
-        return PermanentSinkError(message)
+            return TransientSinkError(scrub(message, secrets))
+        return PermanentSinkError(scrub(message, secrets))
     # InterfaceError (connection closed/lost), OSError (refused, reset), timeouts.
-    return TransientSinkError(f"postgres {action} failed: {type(exc).__name__}: {exc}")
+    return TransientSinkError(
+        scrub(f"postgres {action} failed: {type(exc).__name__}: {exc}", secrets)
+    )
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -127,6 +201,7 @@ class PostgresSink:
         self.table = config.table
         self.hypertable = False  # set at start: True when the table is a TimescaleDB hypertable
         self._insert = insert_sql(self.schema, self.table, "(id)")
+        self._conflicts = conflicts_sql(self.schema, self.table, ("id",))
         self._pool: asyncpg.Pool | None = None
 
     def dsn(self) -> str | None:
@@ -135,11 +210,22 @@ class PostgresSink:
             return self.config.dsn.get_secret_value()
         return os.environ.get("TELEMETRY_POSTGRES_DSN") or None
 
+    def where(self) -> str:
+        """The server as logs may show it: the DSN with its password masked."""
+        dsn = self.dsn()
+        return redact_text(dsn) if dsn else "the libpq environment (PGHOST...)"
+
+    def _secrets(self) -> list[str | None]:
+        """What error messages must not show: the DSN's password, ``PGPASSWORD``."""
+        dsn = self.dsn()
+        return [*(url_secrets(dsn) if dsn else ()), os.environ.get("PGPASSWORD")]
+
     async def start(self) -> None:
         """Open the pool and create the table when missing; raise when PostgreSQL refuses."""
         if self._pool is not None:
             return
         config = self.config
+        secrets = self._secrets()
         try:
             pool = await asyncpg.create_pool(
                 self.dsn(),
@@ -150,14 +236,18 @@ class PostgresSink:
                 server_settings={"application_name": f"telemetry-sink-{self.name}"},
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            raise classify(exc, "connect") from exc
+            raise classify(exc, f"connect to {self.where()}", secrets) from exc
+        except ValueError as exc:  # a DSN asyncpg cannot parse (e.g. a port that is no number)
+            raise PermanentSinkError(
+                scrub(f"postgres sink {self.name}: invalid DSN: {exc}", secrets)
+            ) from exc
         try:
             async with pool.acquire(timeout=config.connect_timeout) as conn:
                 await self._prepare_table(conn)
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
-                raise classify(exc, "table setup") from exc
+                raise classify(exc, "table setup", secrets) from exc
             raise
         self._pool = pool
         log.info(
@@ -181,9 +271,9 @@ class PostgresSink:
                     await conn.execute(statement)
         # An existing table decides for itself: a hypertable keys on (id, ts).
         self.hypertable = timescale and await self._is_hypertable(conn)
-        self._insert = insert_sql(
-            self.schema, self.table, "(id, ts)" if self.hypertable else "(id)"
-        )
+        key = ("id", "ts") if self.hypertable else ("id",)
+        self._insert = insert_sql(self.schema, self.table, f"({', '.join(key)})")
+        self._conflicts = conflicts_sql(self.schema, self.table, key)
 
     async def _is_hypertable(self, conn: asyncpg.Connection) -> bool:
         found = await conn.fetchval(
@@ -195,9 +285,11 @@ class PostgresSink:
         return found is not None
 
     async def write(self, batch: Sequence[Record]) -> None:
-        """Insert the batch in one transaction; duplicate ids are skipped."""
+        """Insert the batch in one transaction; a resent id (same content) is skipped, an id
+        stored with other content is refused (:class:`RefusedRecords`, after the commit)."""
         pool = started(self._pool, "postgres")
         rows = [record_row(record) for record in batch]
+        refused: dict[int, str] = {}
         try:
             async with (
                 pool.acquire(timeout=self.config.connect_timeout) as conn,
@@ -206,9 +298,13 @@ class PostgresSink:
                 await conn.copy_records_to_table(
                     STAGE, records=rows, columns=COLUMNS, schema_name="pg_temp"
                 )
-                await conn.execute(self._insert)
+                status = await conn.execute(self._insert)
+                if inserted_count(status) != len(rows):  # some ids were there already
+                    refused = refused_records(batch, await conn.fetch(self._conflicts))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-            raise classify(exc, "write") from exc
+            raise classify(exc, "write", self._secrets()) from exc
+        if refused:
+            raise RefusedRecords(refused)
 
     async def close(self) -> None:
         """Close the pool (waits for a write in progress); idempotent."""

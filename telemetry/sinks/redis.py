@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 
 from telemetry.config import RedisSinkConfig
 from telemetry.log import get_logger
+from telemetry.redact import redact_url, scrub, url_secrets
 from telemetry.sinks._common import close_quietly, sink_name, started
 from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
 
@@ -41,6 +42,12 @@ class RedisSink:
         self.name = sink_name(config)
         self.config = config
         self.stream = config.stream
+        #: The URL as logs may show it: its password masked.
+        self.url = redact_url(config.url)
+        self._secrets = [
+            config.password.get_secret_value() if config.password else None,
+            *url_secrets(config.url),
+        ]
         self._client: aioredis.Redis | None = None
 
     async def start(self) -> None:
@@ -60,9 +67,15 @@ class RedisSink:
             await client.ping()
         except (redis.exceptions.RedisError, OSError) as exc:
             await client.aclose()
-            raise TransientSinkError(f"redis: cannot connect to {config.url}: {exc}") from exc
+            raise TransientSinkError(
+                f"redis: cannot connect to {self.url}: {self._scrub(str(exc))}"
+            ) from exc
         self._client = client
-        log.info("redis_sink_started", sink=self.name, stream=self.stream)
+        log.info("redis_sink_started", sink=self.name, url=self.url, stream=self.stream)
+
+    def _scrub(self, text: str) -> str:
+        """An error text as it may be logged: no password in it."""
+        return scrub(text, self._secrets)
 
     async def write(self, batch: Sequence[Record]) -> None:
         """``XADD`` every record in one transaction; returns after ``EXEC``."""
@@ -80,10 +93,10 @@ class RedisSink:
                 await pipe.execute()
         except redis.exceptions.ResponseError as exc:  # WRONGTYPE, OOM with noeviction...
             if any(code in str(exc) for code in TRANSIENT_REPLIES):
-                raise TransientSinkError(f"redis is busy: {exc}") from exc
-            raise PermanentSinkError(f"redis refused the batch: {exc}") from exc
+                raise TransientSinkError(f"redis is busy: {self._scrub(str(exc))}") from exc
+            raise PermanentSinkError(f"redis refused the batch: {self._scrub(str(exc))}") from exc
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
-            raise TransientSinkError(f"redis write failed: {exc!r}") from exc
+            raise TransientSinkError(f"redis write failed: {self._scrub(repr(exc))}") from exc
 
     async def close(self) -> None:
         """Close the connection pool; idempotent."""

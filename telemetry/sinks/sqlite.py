@@ -1,22 +1,37 @@
 """The ``sqlite`` sink, the embedded default: table ``readings`` in a WAL-mode SQLite file.
 
-Idempotent on the reading id: ``id`` is UNIQUE and rows go in with ``INSERT OR IGNORE``, so a
-batch resent after a lost ack is stored once. Fire-and-forget readings have a NULL id (SQLite
-lets any number of NULLs share a UNIQUE column). A batch is one transaction: ``write()``
-returns after COMMIT.
+Idempotent on the reading id: ``id`` is UNIQUE and rows go in with ``INSERT ... ON CONFLICT
+(id) DO NOTHING``, so a batch resent after a lost ack is stored once. Fire-and-forget readings
+have a NULL id (SQLite lets any number of NULLs share a UNIQUE column). A batch is one
+transaction: ``write()`` returns after COMMIT.
+
+A resend must not hide a conflict: when the transaction inserted fewer rows than the batch
+holds (``total_changes`` tells, for free), one query reads back the stored rows of the batch's
+ids and compares their content with the batch's; a record whose id is stored with other
+content is refused (:class:`RefusedRecords`) after the rest is committed. A batch of new
+readings pays nothing for this.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from telemetry.config import SqliteSinkConfig
 from telemetry.protocol import format_timestamp
 from telemetry.sinks._common import COLUMNS, record_row, sink_name, started
 from telemetry.sinks._thread import WorkerThread
-from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
+from telemetry.sinks.base import (
+    PermanentSinkError,
+    Record,
+    RefusedRecords,
+    TransientSinkError,
+    canonical_content,
+    conflict_reason,
+    content_of,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -34,9 +49,18 @@ CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor, ts);
 """
 
 INSERT = (
-    f"INSERT OR IGNORE INTO readings ({', '.join(COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(COLUMNS))})"
+    f"INSERT INTO readings ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT (id) DO NOTHING"
 )
+#: The stored rows of a batch's ids (a JSON array: one parameter, whatever the batch size), in
+#: the order of ``CONTENT`` below.
+STORED = (
+    "SELECT id, sensor, metric, value, unit, ts, tags, received_at FROM readings "
+    "WHERE id IN (SELECT value FROM json_each(?))"
+)
+#: Where the columns of ``STORED`` sit in a row of :func:`record_row`: sensor, metric, value,
+#: unit, ts, tags, received_at.
+CONTENT = (2, 3, 4, 5, 6, 7, 8)
 
 
 class SqliteSink:
@@ -80,24 +104,60 @@ class SqliteSink:
         db = started(self._db, "sqlite")
         rows = [record_row(record, format_timestamp) for record in batch]
 
-        def insert() -> None:
+        def insert() -> dict[int, str]:
             db.execute("BEGIN")
             try:
+                before = db.total_changes
                 db.executemany(INSERT, rows)
+                refused = (
+                    _conflicts(db, batch, rows) if db.total_changes - before < len(rows) else {}
+                )
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+            return refused
 
         try:
-            await self._thread.run(insert)
+            refused = await self._thread.run(insert)
         except sqlite3.OperationalError as exc:  # locked, busy, disk full, I/O
             raise TransientSinkError(f"sqlite write to {self.path} failed: {exc}") from exc
         except sqlite3.Error as exc:
             raise PermanentSinkError(f"sqlite rejected the batch: {exc}") from exc
+        if refused:
+            raise RefusedRecords(refused)
 
     async def close(self) -> None:
         db, self._db = self._db, None
         if db is not None:
             await self._thread.run(db.close)
         self._thread.stop()
+
+
+def _conflicts(
+    db: sqlite3.Connection, batch: Sequence[Record], rows: list[tuple[Any, ...]]
+) -> dict[int, str]:
+    """The records of ``batch`` whose id is stored with other content (index -> reason).
+
+    Some rows were not inserted: their ids were stored already (or earlier in the batch). One
+    query reads the stored rows of all the batch's ids; a row equal to the record's as written
+    is the common case (a resend) and costs a tuple comparison; otherwise the contents are
+    compared canonically (ts as an instant, tags as a dict, value as a float)."""
+    ids = [row[0] for row in rows if row[0] is not None]
+    stored = {row[0]: row[1:] for row in db.execute(STORED, (json.dumps(ids, ensure_ascii=False),))}
+    refused: dict[int, str] = {}
+    for index, row in enumerate(rows):
+        rid = row[0]
+        if rid is None:
+            continue
+        theirs = stored.get(rid)
+        if theirs is None:  # cannot happen inside the transaction; nothing to compare with
+            continue
+        ours = tuple(row[i] for i in CONTENT)
+        if ours == theirs:  # the very row (or a copy of it, inside the batch)
+            continue
+        sensor, metric, value, unit, ts, tags, received_at = theirs
+        stored_content = canonical_content(sensor, value, ts, metric, unit, tags, received_at)
+        if content_of(batch[index]) != stored_content:
+            refused[index] = conflict_reason(rid)
+    return refused

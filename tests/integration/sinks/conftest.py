@@ -16,9 +16,9 @@ import os
 import socket
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ MQTT_HOST = os.environ.get("TELEMETRY_TEST_MQTT_HOST", "127.0.0.1")
 MQTT_PORT = int(os.environ.get("TELEMETRY_TEST_MQTT_PORT", "1883"))
 
 NOW = datetime(2026, 11, 27, 7, 15, 2, 123000, tzinfo=UTC)
+#: When the test readings were received: after their ``ts`` (a ts equal to the receive time
+#: would be one the collector stamped on a reading without one).
+RECEIVED = NOW + timedelta(milliseconds=178)
 
 
 def record(i: int, agent: str = "agent-1", rid: str | None = "auto") -> Record:
@@ -50,7 +53,7 @@ def record(i: int, agent: str = "agent-1", rid: str | None = "auto") -> Record:
         sensor=f"greenhouse-2/soil {i % 7}",
         value=i + 0.25,
         ts=NOW,
-        received_at=NOW,
+        received_at=RECEIVED,
         metric="moisture",
         unit="%",
         tags={"site": "nörth"},
@@ -125,6 +128,8 @@ class Backend:
     dedupes: bool
     #: Drops the sink's connections from the backend's side (None: no connection to drop).
     drop: Callable[[], Awaitable[int]] | None = None
+    #: The stored values by reading id, one entry per stored copy (the deduping backends).
+    values: Callable[[], Awaitable[dict[str | None, list[float]]]] | None = None
     cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     _stdout: io.StringIO | None = None
     _null_sinks: list[Any] = field(default_factory=list)
@@ -152,6 +157,14 @@ class Backend:
 
 BACKENDS = ["null", "stdout", "jsonl", "sqlite", "postgres", "nats", "mqtt", "redis"]
 DEDUPING = {"sqlite", "postgres", "nats"}
+
+
+def _by_id(rows: Iterable[Any]) -> dict[str | None, list[float]]:
+    """``(id, value)`` rows as id -> the values stored under it."""
+    found: dict[str | None, list[float]] = {}
+    for rid, value in rows:
+        found.setdefault(rid, []).append(value)
+    return found
 
 
 async def _ids_from_lines(lines: list[str]) -> list[str | None]:
@@ -220,7 +233,16 @@ async def make_backend(
             finally:
                 conn.close()
 
-        return Backend(kind, {**base, "path": str(db)}, sqlite_stored, dedupes=True)
+        async def sqlite_values() -> dict[str | None, list[float]]:
+            conn = sqlite3.connect(db)
+            try:
+                return _by_id(conn.execute("SELECT id, value FROM readings ORDER BY rowid"))
+            finally:
+                conn.close()
+
+        return Backend(
+            kind, {**base, "path": str(db)}, sqlite_stored, dedupes=True, values=sqlite_values
+        )
     if kind == "postgres":
         return await _postgres_backend(request.getfixturevalue("postgres_service"), base, uid)
     if kind == "nats":
@@ -264,6 +286,13 @@ async def _postgres_backend(dsn: str, base: dict[str, Any], uid: str) -> Backend
         finally:
             await conn.close()
 
+    async def values() -> dict[str | None, list[float]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return _by_id(await conn.fetch(f"SELECT id, value FROM {schema}.readings"))
+        finally:
+            await conn.close()
+
     async def drop() -> int:
         return await terminate_backends(dsn, f"telemetry-sink-{base['name']}")
 
@@ -275,7 +304,9 @@ async def _postgres_backend(dsn: str, base: dict[str, Any], uid: str) -> Backend
             await conn.close()
 
     options = {**base, "dsn": dsn, "schema": schema, "connect_timeout": timeout(5)}
-    return Backend("postgres", options, stored, dedupes=True, drop=drop, cleanups=[cleanup])
+    return Backend(
+        "postgres", options, stored, dedupes=True, drop=drop, cleanups=[cleanup], values=values
+    )
 
 
 async def _proxied(url_host: str, port: int, use: bool) -> tuple[int, CuttableProxy | None]:
@@ -292,27 +323,33 @@ async def _nats_backend(url: str, base: dict[str, Any], uid: str, proxy: bool) -
     port, cut = await _proxied("127.0.0.1", int(url.rsplit(":", 1)[1]), proxy)
     stream = f"T_{uid}"
 
-    async def stored(expected: int) -> list[str | None]:
+    async def documents() -> list[dict[str, Any]]:
         # Every message of the stream, through an ephemeral ordered pull of the whole stream.
         nc = await nats.connect(url)
         try:
             js = nc.jetstream()
             total = (await js.stream_info(stream)).state.messages
-            ids: list[str | None] = []
+            docs: list[dict[str, Any]] = []
             if not total:
-                return ids
+                return docs
             sub = await js.pull_subscribe(
                 f"t{uid}.>",
                 stream=stream,
                 config=ConsumerConfig(ack_policy=AckPolicy.NONE, max_ack_pending=-1),
             )
-            while len(ids) < total:
-                for msg in await sub.fetch(min(5000, total - len(ids)), timeout=timeout(5)):
-                    ids.append(json.loads(msg.data)["id"])
+            while len(docs) < total:
+                for msg in await sub.fetch(min(5000, total - len(docs)), timeout=timeout(5)):
+                    docs.append(json.loads(msg.data))
             await sub.unsubscribe()
-            return ids
+            return docs
         finally:
             await nc.close()
+
+    async def stored(expected: int) -> list[str | None]:
+        return [doc["id"] for doc in await documents()]
+
+    async def values() -> dict[str | None, list[float]]:
+        return _by_id((doc["id"], doc["value"]) for doc in await documents())
 
     async def cleanup() -> None:
         nc = await nats.connect(url)
@@ -330,7 +367,7 @@ async def _nats_backend(url: str, base: dict[str, Any], uid: str, proxy: bool) -
         "subject": f"t{uid}.{{agent}}.{{sensor}}",
         "ack_timeout": timeout(2),
     }
-    backend = Backend("nats", options, stored, dedupes=True, cleanups=[cleanup])
+    backend = Backend("nats", options, stored, dedupes=True, cleanups=[cleanup], values=values)
     if cut is not None:
         backend.drop = _drop_via(cut)
         backend.cleanups.insert(0, cut.close)

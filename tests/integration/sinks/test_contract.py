@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import timedelta, timezone
+from typing import Any
 
 import pytest
 
 from telemetry.collector.pipeline import Refusal, SinkRunner
-from telemetry.sinks.base import PermanentSinkError, Record, Sink, TransientSinkError
-from tests.integration.sinks.conftest import BACKENDS, DEDUPING, Backend, record, records
+from telemetry.sinks.base import (
+    PermanentSinkError,
+    Record,
+    RefusedRecords,
+    Sink,
+    TransientSinkError,
+)
+from tests.integration.sinks.conftest import BACKENDS, DEDUPING, NOW, Backend, record, records
 from tests.support import timeout
 
 #: Sinks with something to open in start() (null and stdout have nothing).
@@ -134,6 +143,131 @@ async def test_duplicate_ids_are_stored_once_where_the_backend_can(backend: Back
     await sink.write(records(0, 10))
     await sink.close()
     assert_each_once(await backend.stored(150), records(0, 150))
+
+
+def resent(original: Record, **changes: Any) -> Record:
+    """``original`` as an agent would resend it: another receive time, maybe other content."""
+    return replace(original, received_at=NOW + timedelta(seconds=42), **changes)
+
+
+@pytest.mark.parametrize("backend", sorted(DEDUPING), indirect=True)
+async def test_a_resend_with_the_same_content_is_written_once_and_accepted(backend: Backend):
+    """Same id, same content (ts in another offset, tags in another order, value an int, a
+    later receive time): write() succeeds and the reading is stored once."""
+    first = replace(record(1), value=41.0, tags={"site": "north", "row": "3"})
+    sink = backend.make()
+    await sink.start()
+    try:
+        await sink.write([first, record(2)])
+        same = resent(
+            first,
+            value=41,
+            ts=first.ts.astimezone(timezone(timedelta(hours=-5))),
+            tags={"row": "3", "site": "north"},
+        )
+        await sink.write([same, record(2), same])
+    finally:
+        await sink.close()
+    assert_each_once(await backend.stored(2), [first, record(2)])
+
+
+@pytest.mark.parametrize("backend", sorted(DEDUPING), indirect=True)
+async def test_a_resend_of_a_reading_without_ts_is_the_same_reading(backend: Backend):
+    """A reading sent without ts carries the receive time as ts (ts == received_at); resent,
+    it is received (and stamped) later: still the same content. One that now carries a ts of
+    its own is not."""
+    assert backend.values is not None
+    stamped = replace(record(8), ts=NOW, received_at=NOW)
+    later = NOW + timedelta(seconds=30)
+    sink = backend.make()
+    await sink.start()
+    try:
+        await sink.write([stamped])
+        await sink.write([replace(stamped, ts=later, received_at=later)])
+        with pytest.raises(RefusedRecords) as refused:
+            await sink.write([replace(stamped, ts=later, received_at=later + timedelta(1))])
+    finally:
+        await sink.close()
+    assert list(refused.value.refused) == [0]
+    assert_each_once(await backend.stored(1), [stamped])
+
+
+@pytest.mark.parametrize("backend", sorted(DEDUPING), indirect=True)
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"value": 222.0},
+        {"sensor": "elsewhere"},
+        {"ts": NOW + timedelta(microseconds=1)},
+        {"metric": None},
+        {"unit": "°C"},
+        {"tags": {"site": "south"}},
+        {"tags": {}},
+    ],
+    ids=lambda change: next(iter(change)) + ("=" + str(change["tags"]) if "tags" in change else ""),
+)
+async def test_an_id_stored_with_other_content_is_refused_and_the_first_kept(
+    backend: Backend, change: dict[str, Any]
+):
+    """Same id, other content: write() raises RefusedRecords naming exactly that record and
+    saying why, after storing the rest of the batch; the stored reading is not replaced."""
+    assert backend.values is not None
+    sink = backend.make()
+    await sink.start()
+    try:
+        await sink.write([record(0), record(1)])
+        batch = [record(2), resent(record(1), **change), record(3), record(0)]
+        with pytest.raises(RefusedRecords) as refused:
+            await sink.write(batch)
+    finally:
+        await sink.close()
+    reason = f"reading id {record(1).id} is already stored with other content"
+    assert refused.value.refused == {1: reason}
+    assert isinstance(refused.value, PermanentSinkError)
+    assert_each_once(await backend.stored(4), records(0, 4))
+    assert (await backend.values())[record(1).id] == [record(1).value]
+
+
+@pytest.mark.parametrize("backend", sorted(DEDUPING), indirect=True)
+async def test_a_conflict_inside_one_batch_refuses_the_later_reading(backend: Backend):
+    """Two readings with one id and other contents in one batch: the first is stored, the
+    second refused; a later batch resending the first is accepted."""
+    assert backend.values is not None
+    sink = backend.make()
+    await sink.start()
+    try:
+        with pytest.raises(RefusedRecords) as refused:
+            await sink.write([record(5), resent(record(5), value=-1.0), record(6)])
+        await sink.write([resent(record(5))])
+    finally:
+        await sink.close()
+    assert list(refused.value.refused) == [1]
+    assert_each_once(await backend.stored(2), [record(5), record(6)])
+    assert (await backend.values())[record(5).id] == [record(5).value]
+
+
+@pytest.mark.parametrize("backend", sorted(DEDUPING), indirect=True)
+async def test_the_pipeline_reports_a_conflict_without_retrying_or_bisecting(backend: Backend):
+    """Through the pipeline: one write, the conflicting reading refused with the sink's name
+    and reason, every other reading of the batch written once."""
+    counting = FlakySink(backend.make())
+    runner = SinkRunner(counting, backend.config(flush_interval=0))
+    await runner.start()
+    try:
+        assert await deliver(runner, records(0, 10)) == []
+        batch = [*records(10, 20), resent(record(4), value=1e6), *records(4, 6)]
+        attempts = counting.attempts
+        refusals = await deliver(runner, batch)
+    finally:
+        await runner.close(timeout(10))
+    assert counting.attempts == attempts + 1
+    expected = f"sink {backend.options['name']}: reading id {record(4).id} is already stored"
+    assert [(r.id, reason) for r, reason in refusals] == [
+        (record(4).id, f"{expected} with other content")
+    ]
+    assert refusals[0][0] is batch[10]
+    assert runner.written == 10 + 12
+    assert_each_once(await backend.stored(20), records(0, 20))
 
 
 @pytest.mark.parametrize("backend", KEEPING, indirect=True)
