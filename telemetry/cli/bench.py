@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from telemetry.cli._common import fail
 
@@ -81,6 +80,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the bench and print its result; 2 for bad options, 1 when the bench failed."""
+    import json
+
     from telemetry.bench import BenchError, BenchOptions, run_bench
     from telemetry.config import parse_endpoint
     from telemetry.runtime import run_async

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import socket
 from pathlib import Path
 
 from telemetry.cli._common import EPILOG, fail
@@ -41,6 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the collector until it is told to stop; 0 after a drain."""
+    import socket
+
     import structlog
 
     from telemetry.collector import Collector, ListenError
