@@ -7,7 +7,7 @@ import gc
 import os
 from pathlib import Path
 
-from telemetry.cli._common import EPILOG, fail
+from telemetry.cli._common import EPILOG, fail, missing_extra
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,7 +39,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the collector until it is told to stop; 0 after a drain."""
+    """Run the collector until it is told to stop; 0 after a drain (2 without the extra)."""
+    status = missing_extra("telemetry collect")
+    if status is not None:
+        return status
     import socket
 
     import structlog

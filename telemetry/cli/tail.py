@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from telemetry.cli._common import split_tag
+from telemetry.cli._common import missing_extra, split_tag
 
 #: The collector's HTTP side port on this host: ``telemetry.config.DEFAULT_HTTP_PORT``, written
 #: out so that ``telemetry --help`` does not import the config models (tests/unit/test_cli.py
@@ -42,6 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Print readings until ``--count`` or the end of the stream; the exit code of the tail."""
+    status = missing_extra("telemetry tail", ("aiohttp",))
+    if status is not None:
+        return status
     from telemetry.runtime import run_async
     from telemetry.tail import tail
 
