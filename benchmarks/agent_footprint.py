@@ -4,8 +4,8 @@ Against a collector on SQLite (the default sink, in a temporary directory):
 
 * ``telemetry agent --source system --interval 1`` (one sample of every system metric per
   second: "1 Hz") and ``--interval 0.01`` ("100 Hz"), each for ``--seconds`` (60); the
-  agent's RSS once it has started (its first batch acked) and at the end, and its peak
-  (VmHWM); readings acked;
+  agent's RSS 5 s after its start (imports, config, the first batches acked) and at the end,
+  its peak (VmHWM), and the readings it produced and had acked;
 * the collector's RSS after start and after taking both agents' readings;
 * wall time of ``telemetry --help``, ``telemetry agent --help`` and ``telemetry collect
   --help`` (the console script, a fresh interpreter each time), best of ``--repeat`` (10);
@@ -13,6 +13,9 @@ Against a collector on SQLite (the default sink, in a temporary directory):
   (best of 5) and the RSS of an interpreter that imported them.
 
     .venv/bin/python benchmarks/agent_footprint.py [--seconds 60] [--repeat 10] [--json out.json]
+
+``--bin DIR`` takes ``telemetry`` and ``python`` from another install (e.g. an agent-only
+venv, ``/opt/telemetry/bin``) for every figure but the collector, which this venv runs.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 from common import PYTHON, collector, machine
 
+#: Where ``telemetry`` and ``python`` of the install measured are (``--bin``).
 BIN = Path(PYTHON).parent
 MIB = 1024 * 1024
 #: Sample intervals of the ``system`` source, by the name shown.
@@ -41,6 +45,8 @@ COMMAND_IMPORTS = {
     "collect": "import telemetry.cli; from telemetry.config import CollectorConfig; "
     "import telemetry.collector, telemetry.collector.workers, telemetry.log, telemetry.runtime",
 }
+#: Seconds after which "after start" is read: imports, config, sources, the first batches acked.
+START_SECONDS = 5.0
 SQLITE_SINK = '[[sinks]]\ntype = "sqlite"\npath = "telemetry.db"\n'
 
 
@@ -75,7 +81,7 @@ def run_agent(port: int, interval: float, seconds: float) -> dict[str, Any]:
             )
             try:
                 started = time.monotonic()
-                time.sleep(2.0)  # start-up: config, sources, the connection, a first batch
+                time.sleep(START_SECONDS)  # start-up: config, sources, connection, first acks
                 start_rss = status_kib(proc.pid, "VmRSS")
                 time.sleep(max(0.0, seconds - (time.monotonic() - started)))
                 end_rss = status_kib(proc.pid, "VmRSS")
@@ -116,7 +122,10 @@ def import_figures(code: str, repeat: int = 5) -> dict[str, float]:
     best = float("inf")
     for _ in range(repeat):
         err = subprocess.run(
-            [PYTHON, "-X", "importtime", "-c", code], check=True, capture_output=True, text=True
+            [str(BIN / "python"), "-X", "importtime", "-c", code],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stderr
         total = 0
         for line in err.splitlines():
@@ -130,7 +139,9 @@ def import_figures(code: str, repeat: int = 5) -> dict[str, float]:
         f"{code}\nimport re\n"
         "print(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
     )
-    out = subprocess.run([PYTHON, "-c", probe], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(BIN / "python"), "-c", probe], check=True, capture_output=True, text=True
+    )
     return {"import_s": best, "rss_mib": int(out.stdout.split()[-1]) / 1024}
 
 
@@ -139,7 +150,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="per agent run (60)")
     parser.add_argument("--repeat", type=int, default=10, help="runs of each --help (best of)")
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--bin", type=Path, help="bin directory of the install to measure")
     args = parser.parse_args()
+    global BIN
+    if args.bin is not None:
+        BIN = args.bin.resolve()
+    print(f"# measuring {BIN / 'telemetry'}")
     print(f"# {machine()}")
     results: dict[str, Any] = {"machine": machine()}
 
@@ -159,7 +175,11 @@ def main() -> None:
     print("\n## what each command imports to run: -X importtime (best of 5), RSS after")
     imports = {}
     for name, code in COMMAND_IMPORTS.items():
-        imports[name] = import_figures(code)
+        try:
+            imports[name] = import_figures(code)
+        except subprocess.CalledProcessError:  # an agent-only install: no collector extra
+            print(f"telemetry {name:<8} (cannot import: not installed here)")
+            continue
         print(
             f"telemetry {name:<8} {imports[name]['import_s'] * 1000:6.0f} ms "
             f"{imports[name]['rss_mib']:6.1f} MiB"
