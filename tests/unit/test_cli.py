@@ -124,12 +124,19 @@ def test_what_telemetry_agent_runs_loads_no_collector_http_or_sink_module(
 def test_a_running_agent_loads_no_collector_http_or_sink_module() -> None:
     """``telemetry agent`` itself, run in a subprocess with the system and simulated sources
     (no collector to reach: it keeps retrying), lists its modules after its first samples."""
+    # The dump waits until the agent runs (its sender and the system source's psutil are
+    # loaded) and then for a few more samples; the deadline only bounds a broken start.
     script = (
-        "import json, os, sys, threading\n"
+        "import json, os, sys, threading, time\n"
         "def dump():\n"
-        "    print(json.dumps(sorted(sys.modules)), flush=True)\n"
+        "    deadline = time.monotonic() + 60\n"
+        "    while time.monotonic() < deadline and not {\n"
+        "        'telemetry.agent.sender', 'psutil'} <= set(sys.modules.copy()):\n"
+        "        time.sleep(0.05)\n"
+        "    time.sleep(0.5)\n"
+        "    print(json.dumps(sorted(sys.modules.copy())), flush=True)\n"
         "    os._exit(0)\n"
-        "threading.Timer(1.5, dump).start()\n"
+        "threading.Thread(target=dump, daemon=True).start()\n"
         "from telemetry.cli import main\n"
         "main(['agent', '--source', 'system', '--source', 'simulated', '--interval', '0.1',\n"
         "      '--endpoint', '127.0.0.1:1'])\n"
