@@ -19,9 +19,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY telemetry ./telemetry
 
-# Extras: the `postgres` and `nats` sink drivers (pyproject.toml). Every dependency ships
-# wheels, so no compiler is needed here either.
-RUN /opt/venv/bin/pip install --no-compile ".[postgres,nats]" \
+# Extras (pyproject.toml): `collector` (aiohttp, prometheus-client: the HTTP side port, live
+# view and metrics; the base install is agent-only) and the `postgres` and `nats` sink
+# drivers. Every dependency ships wheels, so no compiler is needed here either.
+RUN /opt/venv/bin/pip install --no-compile ".[collector,postgres,nats]" \
  && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 

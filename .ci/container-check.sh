@@ -149,13 +149,13 @@ check "image: telemetry check-config of the baked-in config (listens on 0.0.0.0)
 check "image: TELEMETRY_* overrides the mounted/baked config" \
   sh -c "podman run --rm --no-healthcheck --network none -e TELEMETRY_INGEST__PORT=7700 '$IMAGE' check-config /etc/telemetry/collector.toml 2>/dev/null \
          | '$PY' -c 'import json, sys; sys.exit(json.load(sys.stdin)[\"ingest\"][\"port\"] != 7700)'"
-# The extras: every requirement declared for [postgres] and [nats] is installed in the image.
+# The extras: every requirement declared for [collector], [postgres] and [nats] is installed.
 EXTRAS_PY='
 import re, sys
 from importlib.metadata import PackageNotFoundError, requires, version
 reqs = requires("telemetry") or []
 problems = []
-for extra in ("postgres", "nats"):
+for extra in ("collector", "postgres", "nats"):
     names = [re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in reqs
              if re.search(r"extra\s*==\s*.%s." % extra, r)]
     if not names:
@@ -165,9 +165,9 @@ for extra in ("postgres", "nats"):
             version(name)
         except PackageNotFoundError:
             problems.append("%s (extra %s) is not installed" % (name, extra))
-print("   " + ("; ".join(problems) or "every [postgres] and [nats] requirement is installed"))
+print("   " + ("; ".join(problems) or "every [collector], [postgres] and [nats] requirement is installed"))
 sys.exit(bool(problems))'
-check "image: sink drivers of extras [postgres,nats] installed" \
+check "image: collector and sink drivers of extras [collector,postgres,nats] installed" \
   run_img --entrypoint python "$IMAGE" -c "$EXTRAS_PY"
 
 # --- the stack ------------------------------------------------------------------------------

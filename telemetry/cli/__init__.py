@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
 
 from telemetry.cli import agent, bench, check_config, collect, send, spool, tail
 from telemetry.cli._common import EPILOG, fail
+
+#: ``typing.TYPE_CHECKING`` without importing typing (``telemetry --help`` stays cheap).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
 
 from telemetry.cli._common import EPILOG, fail
 
+#: ``typing.TYPE_CHECKING`` without importing typing (``telemetry --help`` stays cheap).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
     from telemetry.config import AgentConfig
 
 
@@ -83,6 +84,9 @@ def _exit_now(status: int) -> NoReturn:
     closes and when the process ends, and a stuck lookup can take tens of seconds, past any
     stop timeout.
     """
+    import contextlib
+    import logging
+
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):

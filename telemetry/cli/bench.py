@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from telemetry.cli._common import fail
 from telemetry.cli._tls import add_tls_arguments, tls_flags
@@ -83,6 +82,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the bench and print its result; 2 for bad options, 1 when the bench failed."""
+    import json
+
     from telemetry.bench import BenchError, BenchOptions, run_bench
     from telemetry.config import parse_endpoint
     from telemetry.config.tls import ClientTlsConfig

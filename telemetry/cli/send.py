@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from telemetry.cli._common import EPILOG, fail, split_tag
 from telemetry.cli._tls import add_tls_arguments, tls_flags
+
+#: ``typing.TYPE_CHECKING`` without importing typing (``telemetry --help`` stays cheap).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _reading_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    import json
+
     from telemetry.config import ConfigError
 
     if args.json is not None:

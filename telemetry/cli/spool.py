@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from telemetry.cli._common import EPILOG, fail
@@ -34,6 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run_status(args: argparse.Namespace) -> int:
     """Print the spool's status as text rows or JSON; 1 when there is no spool to read."""
+    import json
+
     from telemetry.agent.disk_spool import SpoolError, read_status
     from telemetry.config import AgentConfig, load_config
 

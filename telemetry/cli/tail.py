@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from telemetry.cli._common import split_tag
+from telemetry.cli._common import missing_extra, split_tag
 from telemetry.cli._tls import add_tls_arguments, tls_flags
 
 #: The collector's HTTP side port on this host: ``telemetry.config.DEFAULT_HTTP_PORT``, written
@@ -53,6 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Print readings until ``--count`` or the end of the stream; the exit code of the tail."""
+    status = missing_extra("telemetry tail", ("aiohttp",))
+    if status is not None:
+        return status
     from telemetry.config import ConfigError
     from telemetry.config.tls import ClientTlsConfig
     from telemetry.runtime import run_async
