@@ -59,3 +59,29 @@ def test_every_command_has_its_help_and_its_run() -> None:
     for argv in (["collect"], ["agent"], ["send"], ["spool", "status"], ["tail"], ["bench"]):
         assert callable(parser.parse_args(argv).func), argv
     assert callable(parser.parse_args(["check-config"]).func)
+
+
+def test_version_prints_the_distribution_s_name_and_version() -> None:
+    """``telemetry --version``: the distribution (not the unrelated ``telemetry`` on PyPI) and
+    its installed version, looked up without loading any command's dependencies."""
+    from importlib.metadata import version
+
+    from telemetry import DISTRIBUTION
+
+    code = (
+        "import sys\n"
+        "from telemetry.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code)\n"
+        "import json\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    assert DISTRIBUTION == "sensor-telemetry"
+    assert out[:2] == [f"sensor-telemetry {version(DISTRIBUTION)}", "exit 0"]
+    loaded = json.loads(out[-1])
+    assert [m for m in loaded if m.split(".")[0] in HEAVY] == []
