@@ -31,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     """Print the effective config as JSON (a bad one raises ConfigError: exit 2)."""
     from telemetry.config import AgentConfig, CollectorConfig, load_config
+    from telemetry.sinks.requirements import check_sink_drivers
 
     kind = args.kind
     if kind == "auto":
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         AgentConfig if kind == "agent" else CollectorConfig
     )
     config = load_config(model, args.config)
+    check_sink_drivers(config)  # a missing sink driver: one line with the pip install, exit 2
     print(f"# {kind} config {args.config or '(defaults)'}: valid", file=sys.stderr)
     print(config.model_dump_json(indent=2))
     return 0
