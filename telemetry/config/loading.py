@@ -71,9 +71,10 @@ def load_config(model: type[Settings], path: Path | str | None) -> Settings:
 
 
 def config_sections() -> dict[str, frozenset[str]]:
-    """Each config model's name -> its top-level sections, for every model on the prefix."""
-    import telemetry.config  # noqa: F401  (imports every config model: both sides' sections)
+    """Each config model's name -> its top-level sections, for every model on the prefix.
 
+    Both sides' models are subclasses by then: importing this module runs the package's
+    ``__init__`` first, which imports :mod:`.collector` and :mod:`.agent`."""
     models: list[type[TomlThenEnv]] = []
     todo = list(TomlThenEnv.__subclasses__())
     while todo:
