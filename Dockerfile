@@ -1,7 +1,9 @@
 # telemetry collector (and agent) image.
 #   docker build -t telemetry .
 #   docker run -p 7600:7600 -p 7601:7601 telemetry            # collector, SQLite in /var/lib/telemetry
-#   docker run telemetry agent --config /etc/telemetry/agent.toml   # the same image runs agents
+#   docker run telemetry agent --source system --endpoint collector.lan:7600   # the same image runs agents
+#   (the image holds no agent config: mount one, -v $PWD/agent.toml:/etc/telemetry/agent.toml:ro,
+#   and add --config /etc/telemetry/agent.toml; or set TELEMETRY_AGENT__* / TELEMETRY_SOURCES)
 # Configuration: /etc/telemetry/collector.toml (mount your own) and TELEMETRY_* variables,
 # which override every key. See docs/deploy.md.
 
@@ -19,17 +21,19 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY telemetry ./telemetry
 
-# Extras (pyproject.toml): `collector` (aiohttp, prometheus-client: the HTTP side port, live
-# view and metrics; the base install is agent-only) and the `postgres` and `nats` sink
-# drivers. Every dependency ships wheels, so no compiler is needed here either.
-RUN /opt/venv/bin/pip install --no-compile ".[collector,postgres,nats]" \
+# Extras (pyproject.toml): `all` = the `collector` (aiohttp, prometheus-client: the HTTP side
+# port, live view and metrics; the base install is agent-only) and every sink driver
+# (postgres, nats, mqtt, redis), so any [[sinks]] type works in the image. For a slimmer
+# image, name only the extras you use, e.g. ".[postgres,nats]" (each brings the collector).
+# Every dependency ships wheels, so no compiler is needed here either.
+RUN /opt/venv/bin/pip install --no-compile ".[all]" \
  && /opt/venv/bin/pip uninstall --yes pip setuptools wheel \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # --- runtime: the venv, a config, a non-root user; no build tools, no pip ---------------------
 FROM python:3.12-slim
 
-LABEL org.opencontainers.image.title="telemetry" \
+LABEL org.opencontainers.image.title="sensor-telemetry" \
       org.opencontainers.image.description="Sensor readings collector (and agent): length-prefixed JSON over TCP into pluggable sinks"
 
 RUN groupadd --system --gid 10001 telemetry \

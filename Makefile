@@ -13,6 +13,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(BIN)/telemetry: pyproject.toml examples/telemetry-sink-example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# The distribution was called `telemetry` (an unrelated project on PyPI) before it was
+	@# `sensor-telemetry`: drop a venv's old copy, which owns the same package and command.
+	$(BIN)/python -m pip uninstall --quiet --yes telemetry 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e '.[dev,all]'
 	$(BIN)/python -m pip install --quiet -e examples/telemetry-sink-example
 	touch $@

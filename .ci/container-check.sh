@@ -153,9 +153,9 @@ check "image: TELEMETRY_* overrides the mounted/baked config" \
 EXTRAS_PY='
 import re, sys
 from importlib.metadata import PackageNotFoundError, requires, version
-reqs = requires("telemetry") or []
+reqs = requires("sensor-telemetry") or []
 problems = []
-for extra in ("collector", "postgres", "nats"):
+for extra in ("collector", "postgres", "nats", "mqtt", "redis"):
     names = [re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in reqs
              if re.search(r"extra\s*==\s*.%s." % extra, r)]
     if not names:
@@ -165,9 +165,9 @@ for extra in ("collector", "postgres", "nats"):
             version(name)
         except PackageNotFoundError:
             problems.append("%s (extra %s) is not installed" % (name, extra))
-print("   " + ("; ".join(problems) or "every [collector], [postgres] and [nats] requirement is installed"))
+print("   " + ("; ".join(problems) or "every requirement of the sink extras is installed"))
 sys.exit(bool(problems))'
-check "image: collector and sink drivers of extras [collector,postgres,nats] installed" \
+check "image: collector and sink drivers of every extra (all) installed" \
   run_img --entrypoint python "$IMAGE" -c "$EXTRAS_PY"
 
 # --- the stack ------------------------------------------------------------------------------

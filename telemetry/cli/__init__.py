@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 
+from telemetry import DISTRIBUTION
 from telemetry.cli import agent, bench, check_config, collect, send, spool, tail
 from telemetry.cli._common import EPILOG, fail
 
@@ -22,7 +23,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "version"]
 
 #: The command modules, in the order ``telemetry --help`` lists them.
 COMMANDS = (collect, agent, send, spool, tail, bench, check_config)
@@ -35,10 +36,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream sensor readings from agents to a collector and into sinks.",
         epilog=EPILOG,
     )
+    parser.add_argument(
+        "--version", action=_Version, help="print the distribution's name and version, exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
     return parser
+
+
+def version() -> str:
+    """``sensor-telemetry 0.1.0``: the installed distribution's name and version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return f"{DISTRIBUTION} {dist_version(DISTRIBUTION)}"
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return f"{DISTRIBUTION} (not installed)"
+
+
+class _Version(argparse.Action):
+    """``--version``: looked up only when asked for (importlib.metadata is not free)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version())
+        parser.exit()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,7 @@ def fail(message: str, status: int = 1) -> int:
 #: The modules of the ``collector`` extra (pyproject.toml), which the base install leaves out.
 COLLECTOR_MODULES = ("aiohttp", "prometheus_client")
 #: How to install them.
-COLLECTOR_INSTALL = "pip install 'telemetry[collector]'"
+COLLECTOR_INSTALL = "pip install 'sensor-telemetry[collector]'"
 
 
 def missing_extra(command: str, modules: tuple[str, ...] = COLLECTOR_MODULES) -> int | None:

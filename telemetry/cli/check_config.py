@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Print the effective config as JSON (a bad one raises ConfigError: exit 2)."""
     from telemetry.config import AgentConfig, CollectorConfig, load_config
     from telemetry.redact import redact_config
+    from telemetry.sinks.requirements import check_sink_drivers
 
     kind = args.kind
     if kind == "auto":
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         AgentConfig if kind == "agent" else CollectorConfig
     )
     config = load_config(model, args.config)
+    check_sink_drivers(config)  # a missing sink driver: one line with the pip install, exit 2
     print(f"# {kind} config {args.config or '(defaults)'}: valid", file=sys.stderr)
     # Secrets (tokens, passwords, DSNs, URL passwords) are printed as "***".
     print(json.dumps(redact_config(config.model_dump(mode="json")), indent=2, ensure_ascii=False))

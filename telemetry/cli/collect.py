@@ -57,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from telemetry.log import configure_logging
     from telemetry.runtime import run_async
     from telemetry.sinks.base import SinkError
+    from telemetry.sinks.requirements import check_sink_drivers
 
     config = load_config(CollectorConfig, args.config)
+    check_sink_drivers(config)  # a missing driver: one line with the pip install, exit 2
     configure_logging(config.log.level, config.log.format)
     workers = args.workers or config.collector.workers
     if workers < 1:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from pathlib import Path
 
@@ -35,10 +37,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     send.add_argument("--agent-id", help="agent id (default: the host name)")
     send.add_argument("--token", help="hello token, if the collector requires one")
     send.add_argument("--sensor", "-s", help="sensor name, e.g. greenhouse-2/soil-3")
-    send.add_argument("--value", "-v", type=float, help="the value (a number)")
+    send.add_argument("--value", "-v", type=_finite, help="the value (a finite number)")
     send.add_argument("--metric", "-m")
     send.add_argument("--unit", "-u")
-    send.add_argument("--ts", help="RFC 3339 timestamp with offset (default: receive time)")
+    send.add_argument(
+        "--ts",
+        type=_timestamp,
+        help="RFC 3339 timestamp with offset, or Unix epoch seconds (default: receive time)",
+    )
     send.add_argument("--tag", "-t", action="append", help="tag key=value (repeatable)")
     send.add_argument("--json", help="the whole reading as a JSON object ('-' reads stdin)")
     send.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
@@ -88,15 +94,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _finite(text: str) -> float:
+    """``--value``: a finite number (NaN and infinities are not readings)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number (no NaN or infinity)")
+    return value
+
+
+def _timestamp(text: str) -> str | int | float:
+    """``--ts``: epoch seconds go as a JSON number (as the wire takes them: a numeric string
+    is not a timestamp there); anything else as the RFC 3339 string it should be."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of epoch seconds")
+    return int(text) if text.strip().lstrip("+-").isdigit() else number
+
+
+def _not_finite(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a finite number (JSON has no NaN or infinity)")
+
+
 def _reading_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    import json
 
     from telemetry.config import ConfigError
 
     if args.json is not None:
         raw = sys.stdin.read() if args.json == "-" else args.json
         try:
-            reading = json.loads(raw)
+            reading = json.loads(raw, parse_constant=_not_finite)
         except ValueError as exc:
             raise ConfigError(f"--json is not valid JSON: {exc}") from None
         if not isinstance(reading, dict):

@@ -2,6 +2,13 @@
 
 ``TELEMETRY_INGEST__PORT=7700`` overrides ``[ingest] port``; lists and tables take JSON, e.g.
 ``TELEMETRY_SINKS='[{"type": "null"}]'``. Unknown keys are errors that name the key.
+
+The collector and the agent share the ``TELEMETRY_`` prefix, and one environment may hold
+variables for both (a container image, a shell): a section of the *other* config is left to
+it, but a ``TELEMETRY_<SECTION>__<KEY>`` whose section neither config has (a typo such as
+``TELEMETRY_INGSET__PORT``) is an error naming the variable (:func:`check_env_sections`).
+Variables without ``__`` (``TELEMETRY_SINKS``, and others the project reads itself, such as
+``TELEMETRY_POSTGRES_DSN``) are not sections and are not checked.
 :func:`env_overrides` writes such variables from a nested dict (the ``--workers`` supervisor
 gives its workers their overrides that way).
 """
@@ -9,7 +16,9 @@ gives its workers their overrides that way).
 from __future__ import annotations
 
 import json
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,10 +63,50 @@ def load_config(model: type[Settings], path: Path | str | None) -> Settings:
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    check_env_sections(os.environ)
     try:
         return model(**data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, path)) from None
+
+
+def config_sections() -> dict[str, frozenset[str]]:
+    """Each config model's name -> its top-level sections, for every model on the prefix.
+
+    Both sides' models are subclasses by then: importing this module runs the package's
+    ``__init__`` first, which imports :mod:`.collector` and :mod:`.agent`."""
+    models: list[type[TomlThenEnv]] = []
+    todo = list(TomlThenEnv.__subclasses__())
+    while todo:
+        model = todo.pop()
+        models.append(model)
+        todo.extend(model.__subclasses__())
+    return {model.__name__: frozenset(model.model_fields) for model in models}
+
+
+def check_env_sections(environ: Mapping[str, str]) -> None:
+    """Raise :class:`ConfigError` naming every ``TELEMETRY_<SECTION>__<KEY>`` variable whose
+    section no config has (neither the collector's nor the agent's)."""
+    prefix = TomlThenEnv.model_config.get("env_prefix", "")
+    delimiter = TomlThenEnv.model_config.get("env_nested_delimiter") or "__"
+    sections = config_sections()
+    known = frozenset().union(*sections.values())
+    unknown = sorted(
+        name
+        for name in environ
+        if name.upper().startswith(prefix)
+        and delimiter in name[len(prefix) :]
+        and name[len(prefix) :].split(delimiter, 1)[0].lower() not in known
+    )
+    if unknown:
+        listed = "; ".join(
+            f"{model.removesuffix('Config').lower()}: {', '.join(sorted(names))}"
+            for model, names in sorted(sections.items())
+        )
+        raise ConfigError(
+            f"environment variable {', '.join(unknown)}: no such config section "
+            f"(sections: {listed})"
+        )
 
 
 def format_validation_error(exc: ValidationError, path: Path | str | None) -> str:

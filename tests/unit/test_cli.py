@@ -181,7 +181,7 @@ def test_every_name_of_the_config_package_resolves() -> None:
 @pytest.mark.parametrize(("command", "missing"), [("collect", "aiohttp"), ("tail", "aiohttp")])
 def test_without_the_collector_extra_one_line_names_the_install(command: str, missing: str) -> None:
     """An agent-only install (no aiohttp, no prometheus-client): ``telemetry collect`` and
-    ``tail`` print one line naming ``pip install 'telemetry[collector]'`` and exit 2."""
+    ``tail`` print one line naming ``pip install 'sensor-telemetry[collector]'`` and exit 2."""
     script = (
         f"import sys\nsys.modules[{missing!r}] = None\n"
         f"from telemetry.cli import main\nsys.exit(main([{command!r}]))\n"
@@ -192,5 +192,31 @@ def test_without_the_collector_extra_one_line_names_the_install(command: str, mi
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1
-    assert "pip install 'telemetry[collector]'" in done.stderr
+    assert "pip install 'sensor-telemetry[collector]'" in done.stderr
     assert missing in done.stderr
+
+
+def test_version_prints_the_distribution_s_name_and_version() -> None:
+    """``telemetry --version``: the distribution (not the unrelated ``telemetry`` on PyPI) and
+    its installed version, looked up without loading any command's dependencies."""
+    from importlib.metadata import version
+
+    from telemetry import DISTRIBUTION
+
+    code = (
+        "import sys\n"
+        "from telemetry.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit as exc:\n"
+        "    print('exit', exc.code)\n"
+        "import json\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    assert DISTRIBUTION == "sensor-telemetry"
+    assert out[:2] == [f"sensor-telemetry {version(DISTRIBUTION)}", "exit 0"]
+    loaded = json.loads(out[-1])
+    assert [m for m in loaded if m.split(".")[0] in HEAVY] == []

@@ -104,7 +104,7 @@ def test_agent_bad_endpoint_on_command_line_is_a_config_error() -> None:
 
 
 def test_systemd_unit_stops_cleanly_and_is_hardened() -> None:
-    """The example unit sends SIGTERM, waits longer than shutdown_timeout, restarts on failure."""
+    """The example unit sends SIGTERM, waits longer than shutdown_timeout, always restarts."""
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read(ROOT / "config" / "telemetry-agent.service")
@@ -112,7 +112,7 @@ def test_systemd_unit_stops_cleanly_and_is_hardened() -> None:
     assert service["KillSignal"] == "SIGTERM"
     assert service["KillMode"] == "mixed"
     assert float(service["TimeoutStopSec"]) > AgentSection().shutdown_timeout
-    assert service["Restart"] == "on-failure"
+    assert service["Restart"] == "always"
     assert service["DynamicUser"] == "yes"
     assert service["ExecStart"].split()[1:3] == ["agent", "--config"]
     assert service["NoNewPrivileges"] == "yes"
