@@ -5,6 +5,7 @@ at least once; :func:`run_agent` runs an agent fed by configured sources; :func:
 sends one batch and returns its ack.
 """
 
+from telemetry.agent.actions import SenderStats
 from telemetry.agent.agent import Agent, AgentLedger
 from telemetry.agent.batching import Batcher
 from telemetry.agent.connection import CollectorError
@@ -12,7 +13,6 @@ from telemetry.agent.disk_spool import DiskSpool, SpoolError
 from telemetry.agent.oneshot import SendError, send_once
 from telemetry.agent.run import run_agent
 from telemetry.agent.sender import Sender
-from telemetry.agent.session import SenderStats
 from telemetry.agent.sources import (
     BadLine,
     SimulatedSource,

@@ -37,24 +37,22 @@ from collections.abc import Callable
 
 import structlog
 
-from telemetry.agent.connection import (
-    CollectorError,
-    CollectorLink,
-    ConnectionClosed,
-    remember,
-)
-from telemetry.agent.session import (
+from telemetry.agent.actions import (
     AckBatch,
-    AgentSession,
     DropBatch,
     EndSession,
     Outcome,
     SenderStats,
     SendFrame,
     SplitBatch,
-    check_welcome,
-    clip,
 )
+from telemetry.agent.connection import (
+    CollectorError,
+    CollectorLink,
+    ConnectionClosed,
+    remember,
+)
+from telemetry.agent.session import AgentSession, check_welcome, clip
 from telemetry.agent.spool import Spool
 from telemetry.backoff import Backoff
 from telemetry.config import AgentSection

@@ -22,9 +22,10 @@ import random
 
 import structlog
 
+from telemetry.collector.actions import DeadLetters, Deliver, Queue, Send
 from telemetry.collector.events import ConnectionEvents
 from telemetry.collector.pipeline import DeliveryFailed, Pipeline, Refusal
-from telemetry.collector.session import DeadLetters, Deliver, Queue, Send, Session
+from telemetry.collector.session import Session
 from telemetry.log import get_logger
 from telemetry.protocol import (
     BadHeader,

@@ -1,40 +1,47 @@
 """The rules of one agent connection, sans-I/O (docs/protocol.md#messages, #delivery).
 
 How this works: a :class:`Session` is a plain object with no awaits, in the manner of h11's
-``Connection``. The I/O layer (:class:`telemetry.collector.connection.Connection`) feeds it
-the frames it decoded (:meth:`Session.receive`) and carries out the actions it yields, in
-order:
+``Connection``. The I/O layer (:mod:`telemetry.collector.connection`) feeds it decoded frames
+(:meth:`Session.receive`) and carries out the actions it yields, in order
+(:mod:`telemetry.collector.actions`): send bytes, queue fire-and-forget records, deliver a
+batch (then report back with :meth:`settled`, :meth:`failed` or :meth:`abandoned`, which give
+the ``ack`` or ``nack``), feed the dead-letter sinks, or pause. A ``ProtocolError`` raised by
+:meth:`receive` ends the connection; :meth:`fatal` gives the ``error`` frame to send first.
 
-- :class:`Send`: write these bytes (a framed ``welcome``, ``ack`` or ``nack``);
-- :class:`Queue`: hand fire-and-forget records to the pipeline (awaited: backpressure);
-- :class:`Deliver`: a batch's valid records. Wait for a window slot, submit them, await the
-  sinks, then report back with :meth:`Session.settled` (which returns the ``ack``),
-  :meth:`Session.failed` (the ``nack``) or :meth:`Session.abandoned` (the connection went);
-- :class:`DeadLetters`: hand rejected readings to the dead-letter sinks;
-- :class:`Pause`: a point in a long piece of work (a large batch on the exact path) where
-  the I/O may let other connections run.
-
-A :class:`~telemetry.protocol.ProtocolError` raised by :meth:`receive` ends the connection;
-:meth:`fatal` gives the ``error`` frame to send first.
-
-The session holds hello, auth and version; admission (``max_batch``, ``on_full``); the window
-it announces; the ack, nack, goaway and error payloads; and every move of the collector's
-:class:`~telemetry.collector.ledger.Ledger`. It reports what happens to a
-:class:`SessionEvents` (metrics, live view) and logs the protocol's events. Validation itself
-lives in :mod:`telemetry.collector.validation`.
+The session holds hello and auth, admission (``max_batch``, ``on_full``), the window it
+announces, the replies and every move of the collector's ledger; it reports to a
+:class:`SessionEvents` (metrics, live view). Validation lives in
+:mod:`telemetry.collector.validation`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from telemetry.collector.actions import (
+    PAUSE,
+    Action,
+    DeadLetters,
+    Deliver,
+    NoEvents,
+    Queue,
+    Send,
+    SessionEvents,
+)
 from telemetry.collector.auth import Authorizer, authorizer
 from telemetry.collector.ledger import Ledger
+from telemetry.collector.replies import (
+    ack_frame,
+    dead_letters,
+    error_frame,
+    goaway_frame,
+    nack_frame,
+    refusals_by_index,
+)
 from telemetry.collector.validation import (
     CONTROL_KEY,
     BrokenReading,
@@ -47,121 +54,22 @@ from telemetry.config import IngestConfig
 from telemetry.log import get_logger
 from telemetry.protocol import (
     PROTOCOL_VERSION,
-    Ack,
     Batch,
-    Error,
-    Goaway,
     Hello,
     HelloRequired,
-    Nack,
     ProtocolViolation,
-    RejectedReading,
     Rejection,
     Unauthorized,
     Welcome,
     encode_frame,
 )
 from telemetry.ratelog import RateLimitedLog
-from telemetry.sinks.base import DeadLetter, Record
+from telemetry.sinks.base import Record
 
 if TYPE_CHECKING:
     from telemetry.collector.pipeline import Refusal
 
 log = get_logger("telemetry.connection")
-
-
-class SessionEvents(Protocol):
-    """What a session reports as it goes: the collector counts it and shows it live."""
-
-    def frames(self, count: int) -> None: ...
-    def accepted(self, records: Sequence[Record]) -> None: ...
-    def rejected(self, who: str, errors: Sequence[str], kinds: Sequence[str]) -> None: ...
-    def batch(self) -> None: ...
-    def ack(self) -> None: ...
-    def nack(self, reason: str) -> None: ...
-    def sink_refused(self) -> None: ...
-    def connection_error(self, code: str) -> None: ...
-    def agent_connected(self, agent: str, peer: str) -> None: ...
-    def closed(self, agent: str | None) -> None: ...
-
-
-class NoEvents:
-    """A :class:`SessionEvents` that keeps nothing (tests, tools)."""
-
-    def frames(self, count: int) -> None:
-        pass
-
-    def accepted(self, records: Sequence[Record]) -> None:
-        pass
-
-    def rejected(self, who: str, errors: Sequence[str], kinds: Sequence[str]) -> None:
-        pass
-
-    def batch(self) -> None:
-        pass
-
-    def ack(self) -> None:
-        pass
-
-    def nack(self, reason: str) -> None:
-        pass
-
-    def sink_refused(self) -> None:
-        pass
-
-    def connection_error(self, code: str) -> None:
-        pass
-
-    def agent_connected(self, agent: str, peer: str) -> None:
-        pass
-
-    def closed(self, agent: str | None) -> None:
-        pass
-
-
-# --- actions --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Write ``data`` (one or more whole frames)."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Queue:
-    """Hand fire-and-forget records to the pipeline; nobody waits for them."""
-
-    records: list[Record]
-
-
-@dataclass(frozen=True, slots=True)
-class Deliver:
-    """A batch's valid records, to deliver before the ack. ``indexes[i]`` is the index in the
-    batch of ``records[i]``; ``rejected`` are the readings validation refused."""
-
-    seq: int
-    records: list[Record]
-    indexes: Sequence[int]
-    rejected: list[Rejection]
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetters:
-    """Hand these rejected readings to the dead-letter sinks (never waits)."""
-
-    letters: list[DeadLetter]
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """A point in a long piece of work where the I/O may let other connections run."""
-
-
-PAUSE = Pause()
-
-Action = Send | Queue | Deliver | DeadLetters | Pause
 
 
 def _utcnow() -> datetime:
@@ -447,21 +355,7 @@ class Session:
         self, deliver: Deliver, refusals_by_sink: Sequence[Sequence[Refusal]]
     ) -> dict[int, Rejection]:
         """Readings a sink refused for good, as rejections by their index in the batch."""
-        refused: dict[int, Rejection] = {}
-        if not any(refusals_by_sink):
-            return refused
-        index_of = {
-            id(record): index
-            for record, index in zip(deliver.records, deliver.indexes, strict=True)
-        }
-        sensors: dict[int, str] = {}
-        for refusals in refusals_by_sink:
-            for record, reason in refusals:
-                index = index_of[id(record)]
-                sensors[index] = record.sensor
-                previous = refused.get(index)
-                errors = (*previous.errors, reason) if previous else (reason,)
-                refused[index] = Rejection(index, errors, ("sink_refused",))
+        refused, sensors = refusals_by_index(deliver, refusals_by_sink)
         for rejection in refused.values():
             self.events.sink_refused()
             self._log.warning(
@@ -477,29 +371,21 @@ class Session:
 
     def _ack(self, seq: int, accepted: int, rejected: list[Rejection]) -> bytes:
         self.events.ack()
-        listed = rejected[: self.config.max_ack_rejections]
-        ack = Ack(
-            seq=seq,
-            accepted=accepted,
-            rejected=[RejectedReading(index=r.index, errors=list(r.errors)) for r in listed],
-            rejected_unlisted=len(rejected) - len(listed) or None,
-        )
-        return encode_frame(ack.encode())
+        return ack_frame(seq, accepted, rejected, self.config.max_ack_rejections)
 
     def _nack(self, seq: int, reason: str, detail: str) -> bytes:
         self.events.nack(reason)
-        nack = Nack(seq=seq, reason=detail, retry_after_ms=self.config.retry_after_ms)
-        return encode_frame(nack.encode())
+        return nack_frame(seq, detail, self.config.retry_after_ms)
 
     def goaway(self, reason: str) -> bytes:
         """The ``goaway`` frame: the collector is draining or rebalancing."""
-        return encode_frame(Goaway(reason=reason).encode())
+        return goaway_frame(reason)
 
     def fatal(self, code: str, detail: str) -> bytes:
         """The ``error`` frame that ends the connection, logged and counted."""
         log.warning("connection_error", code=code, detail=detail)
         self.events.connection_error(code)
-        return encode_frame(Error(code=code, detail=detail).encode())
+        return error_frame(code, detail)
 
     def closed(self) -> None:
         """The connection is gone."""
@@ -513,18 +399,4 @@ class Session:
         them."""
         if not self._dead_letters:
             return None
-        now = self._clock()
-        who = self.who
-        return DeadLetters(
-            [
-                DeadLetter.of(
-                    raw,
-                    agent=who,
-                    reason="; ".join(errors),
-                    received_at=now,
-                    max_bytes=self._dead_letter_max_bytes,
-                    reading_id=reading_id,
-                )
-                for raw, errors, reading_id in rejected
-            ]
-        )
+        return dead_letters(rejected, self.who, self._clock(), self._dead_letter_max_bytes)
