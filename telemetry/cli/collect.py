@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from telemetry.collector import Collector, ListenError
     from telemetry.collector.handoff import HANDOFF_FD_ENV
+    from telemetry.collector.http_guard import DescriptorLimitError
     from telemetry.collector.workers import WORKER_ENV, Supervisor
     from telemetry.config import CollectorConfig, load_config
     from telemetry.log import configure_logging
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         run_async(main)
     except ListenError as exc:
         return fail(exc.strerror or str(exc))
+    except DescriptorLimitError as exc:  # the connection limits do not fit RLIMIT_NOFILE
+        return fail(str(exc), 2)
     except SinkError as exc:  # a sink still failing after its start-up retries
         return fail(str(exc))
     return 0

@@ -25,7 +25,7 @@ from telemetry.collector.auth import authorizer
 from telemetry.collector.connection import Connection
 from telemetry.collector.events import ConnectionEvents
 from telemetry.collector.handoff import Receiver
-from telemetry.collector.http import HttpServer
+from telemetry.collector.http import HttpServer, check_descriptors
 from telemetry.collector.ledger import Ledger
 from telemetry.collector.live import LiveView
 from telemetry.collector.metrics import Metrics
@@ -108,6 +108,8 @@ class Collector:
         The side port comes first: while the sinks start (a backend may take a while to
         answer), ``/healthz`` says the process is alive and ``/readyz`` answers 503.
         """
+        # HTTP can never take the descriptors ingest needs: both limits must fit.
+        check_descriptors(self.config)
         self._stop = asyncio.Event()
         http = self.config.http
         if http.enabled:

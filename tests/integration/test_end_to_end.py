@@ -512,22 +512,33 @@ def test_sighup_reloads_the_collector_and_never_kills_an_agent(tmp_path, collect
         time.sleep(0.05)
     assert any(e.get("event") == "config_reloaded" for e in collector_process.events())
     assert collector_process.proc.poll() is None
-    agent = subprocess.Popen(
-        [*COMMAND, "agent", "--config", str(agent_config(tmp_path, "hup", collector_process.port))],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env(),
-    )
+    agent_log = tmp_path / "agent.log"
+    with agent_log.open("wb") as log_file:
+        agent = subprocess.Popen(
+            [
+                *COMMAND,
+                "agent",
+                "--config",
+                str(agent_config(tmp_path, "hup", collector_process.port)),
+            ],
+            stdin=subprocess.PIPE,
+            stderr=log_file,
+            env=env(),
+        )
     assert agent.stdin is not None
     agent.stdin.write(b'{"sensor": "hup/s", "value": 1}\n')
     agent.stdin.flush()
-    time.sleep(1.0)
+    deadline = time.monotonic() + timeout(20)
+    while b'"connected"' not in agent_log.read_bytes():  # its handlers are in place by now
+        assert time.monotonic() < deadline, agent_log.read_text()
+        assert agent.poll() is None, agent_log.read_text()
+        time.sleep(0.05)
     agent.send_signal(signal.SIGHUP)
-    time.sleep(0.5)
+    while b"reload_requested" not in agent_log.read_bytes():
+        assert time.monotonic() < deadline, agent_log.read_text()
+        time.sleep(0.05)
     assert agent.poll() is None, "SIGHUP killed the agent"
-    agent.send_signal(signal.SIGTERM)
-    _, err = agent.communicate(timeout=timeout(20))
-    assert agent.returncode == 0, err.decode()[-2000:]
-    assert b"reload_requested" in err
+    agent.stdin.close()  # end of input: the agent drains and exits
+    assert agent.wait(timeout(20)) == 0, agent_log.read_text()[-2000:]
     assert collector_process.stop() == 0
     assert [row[2] for row in collector_process.rows()] == ["hup/s"]
