@@ -29,7 +29,8 @@ from telemetry.collector.http import HttpServer, check_descriptors
 from telemetry.collector.ledger import Ledger
 from telemetry.collector.live import LiveView
 from telemetry.collector.metrics import Metrics
-from telemetry.collector.pipeline import Pipeline, SinkRunner
+from telemetry.collector.pipeline import Pipeline
+from telemetry.collector.runner import SinkRunner
 from telemetry.collector.session import Session
 from telemetry.config import CollectorConfig, ConfigError, load_config
 from telemetry.log import configure_logging, get_logger

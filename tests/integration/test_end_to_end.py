@@ -257,7 +257,7 @@ def test_busy_port_is_a_one_line_error(tmp_path):
 def test_a_sink_that_never_answers_stops_the_start_with_one_line(tmp_path, monkeypatch, capsys):
     """A backend still down after the start-up retries: a sink_start_failed log per retry,
     then one line naming the sink and a non-zero exit status, no traceback."""
-    import telemetry.collector.pipeline as pipeline_module
+    import telemetry.collector.runner as pipeline_module
     from telemetry.cli import main
 
     monkeypatch.setattr(pipeline_module, "START_DEADLINE", 1.0)

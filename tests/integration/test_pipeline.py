@@ -240,7 +240,7 @@ async def test_a_sink_not_reachable_yet_is_started_again_with_backoff():
 
 async def test_a_sink_start_gives_up_after_the_deadline_or_at_a_permanent_error(monkeypatch):
     """A backend still down at the start deadline, or a permanent refusal, stops start()."""
-    import telemetry.collector.pipeline as pipeline_module
+    import telemetry.collector.runner as pipeline_module
 
     monkeypatch.setattr(pipeline_module, "START_DEADLINE", 1.0)  # the first retry is <= 0.5 s
     down = SlowToStart(failures=1000)
