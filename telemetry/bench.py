@@ -20,15 +20,12 @@ that a reader can tell whether the load generator was the bottleneck.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import ssl
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass, field
 
+from telemetry.bench_payloads import Payloads, batch_frame, encode_readings, sample_reading
+from telemetry.bench_result import BenchResult, percentiles
 from telemetry.protocol import (
     Ack,
     Error,
@@ -95,170 +92,6 @@ class BenchOptions:
             raise ValueError("duration must be > 0")
         if self.window is not None and self.window < 1:
             raise ValueError("window must be at least 1")
-
-
-@dataclass
-class BenchResult:
-    """What one bench run did; ``latency_ms`` holds ack latency percentiles (batched mode)."""
-
-    connections: int
-    batch: int
-    readings: int  # sent, markers excluded
-    accepted: int  # as acked by the collector (fire-and-forget: not acked, 0)
-    rejected: int
-    nacks: int
-    marker_readings: int
-    bytes_sent: int
-    elapsed: float
-    cpu_seconds: float
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    #: Fire-and-forget: seconds from the last frame written to the marker's ack (worst conn).
-    drain_seconds: float | None = None
-
-    @property
-    def readings_per_s(self) -> float:
-        return self.readings / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def mib_per_s(self) -> float:
-        return self.bytes_sent / self.elapsed / 2**20 if self.elapsed > 0 else 0.0
-
-    @property
-    def cpu_us_per_reading(self) -> float:
-        return self.cpu_seconds / self.readings * 1e6 if self.readings else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Every figure, derived ones included, for ``--json``."""
-        return {
-            **asdict(self),
-            "readings_per_s": round(self.readings_per_s, 1),
-            "mib_per_s": round(self.mib_per_s, 3),
-            "cpu_us_per_reading": round(self.cpu_us_per_reading, 3),
-            "cpu_percent": round(100 * self.cpu_seconds / self.elapsed, 1) if self.elapsed else 0,
-        }
-
-    def format(self) -> str:
-        """A few human-readable lines."""
-        mode = f"batches of {self.batch}, acked" if self.batch else "fire-and-forget, 1/frame"
-        lines = [
-            f"{self.connections} connection(s), {mode}",
-            f"sent {self.readings:,} readings in {self.elapsed:.3f} s: "
-            f"{self.readings_per_s:,.0f} readings/s, {self.mib_per_s:.1f} MiB/s",
-        ]
-        if self.batch:
-            lines.append(
-                f"acked: {self.accepted:,} accepted, {self.rejected:,} rejected, "
-                f"{self.nacks} nack(s)"
-            )
-            if self.latency_ms:
-                lat = self.latency_ms
-                lines.append(
-                    f"ack latency: p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, "
-                    f"p99 {lat['p99']:.2f} ms, max {lat['max']:.2f} ms "
-                    f"({int(lat['count']):,} batches)"
-                )
-        else:
-            drain = self.drain_seconds or 0.0
-            lines.append(
-                f"handled: marker batch acked on every connection {drain * 1e3:.1f} ms after "
-                f"the last frame ({self.marker_readings} marker reading(s) also reach the sinks)"
-            )
-        percent = 100 * self.cpu_seconds / self.elapsed if self.elapsed else 0.0
-        lines.append(
-            f"bench CPU: {self.cpu_seconds:.3f} s ({self.cpu_us_per_reading:.2f} µs/reading, "
-            f"{percent:.0f}% of one core)"
-        )
-        return "\n".join(lines)
-
-
-def percentiles(samples: Sequence[float]) -> dict[str, float]:
-    """p50, p90, p99 and max (nearest rank) of ``samples``, plus their count."""
-    if not samples:
-        return {}
-    ordered = sorted(samples)
-    n = len(ordered)
-
-    def rank(p: float) -> float:
-        return ordered[min(n - 1, max(0, math.ceil(p * n) - 1))]
-
-    return {
-        "p50": rank(0.50),
-        "p90": rank(0.90),
-        "p99": rank(0.99),
-        "max": ordered[-1],
-        "count": float(n),
-    }
-
-
-# --- payloads --------------------------------------------------------------------------------
-
-
-def sample_reading(i: int, ts: str) -> dict[str, Any]:
-    """Reading number ``i`` of the pool: ~150 bytes of JSON, like the issue describes."""
-    return {
-        "sensor": f"greenhouse-{i % 50}/soil-{i % 7}",
-        "metric": "moisture",
-        "value": 41.25 + i % 100,
-        "unit": "%",
-        "ts": ts,
-        "tags": {"site": "north", "rack": f"r{i % 9}"},
-    }
-
-
-def encode_readings(count: int, ts: str | None = None) -> list[bytes]:
-    """``count`` pool readings as compact UTF-8 JSON, stamped ``ts`` (default: now)."""
-    if ts is None:
-        now = datetime.now(UTC)
-        ts = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-    return [json.dumps(sample_reading(i, ts), separators=(",", ":")).encode() for i in range(count)]
-
-
-class Payloads:
-    """The pre-encoded bytes every connection sends."""
-
-    def __init__(self, readings: list[bytes]) -> None:
-        self.readings = readings
-        self.frames = [encode_frame(r) for r in readings]
-        #: All frames back to back, and where each starts (one extra offset: the end).
-        self.block = b"".join(self.frames)
-        self.offsets = [0]
-        for frame_ in self.frames:
-            self.offsets.append(self.offsets[-1] + len(frame_))
-        self._arrays: dict[int, bytes] = {}
-
-    def array(self, count: int) -> bytes:
-        """The JSON array of the first ``count`` readings (cached)."""
-        cached = self._arrays.get(count)
-        if cached is None:
-            cached = b"[" + b",".join(self.readings[:count]) + b"]"
-            self._arrays[count] = cached
-        return cached
-
-    def loose(self, start: int, count: int) -> list[bytes]:
-        """``count`` fire-and-forget frames starting at pool index ``start`` (wrapping)."""
-        pieces: list[bytes] = []
-        n = len(self.frames)
-        start %= n
-        while count > 0:
-            take = min(count, n - start)
-            if start == 0 and take == n:
-                pieces.append(self.block)
-            else:
-                pieces.append(self.block[self.offsets[start] : self.offsets[start + take]])
-            count -= take
-            start = 0
-        return pieces
-
-
-def batch_frame(payloads: Payloads, seq: int, count: int) -> bytes:
-    """A ``batch`` frame of the first ``count`` pool readings: the pre-encoded readings
-    spliced into a :class:`~telemetry.protocol.Batch` (building the model per batch would
-    cost the load generator more than the collector it measures)."""
-    payload = b'{"type":"batch","seq":%d,"readings":%s}' % (seq, payloads.array(count))
-    return encode_frame(payload)
-
-
-# --- one connection --------------------------------------------------------------------------
 
 
 @dataclass
@@ -478,6 +311,19 @@ def _describe(message: ServerMessage) -> str:
     if isinstance(message, Goaway | Nack):
         return f"{message.type} {message.reason}"
     return message.type
+
+
+__all__ = [
+    "BenchError",
+    "BenchOptions",
+    "BenchResult",
+    "Payloads",
+    "batch_frame",
+    "encode_readings",
+    "percentiles",
+    "run_bench",
+    "sample_reading",
+]
 
 
 # --- the run ---------------------------------------------------------------------------------
