@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from telemetry.config import CollectorConfig
 from telemetry.config.loading import ConfigError
 from telemetry.config.tls import ClientTlsConfig, IngestTlsConfig, ServerTlsConfig
 from telemetry.log import get_logger
+
+if TYPE_CHECKING:  # the agent imports this module: no collector config models for it
+    from telemetry.config import CollectorConfig
 
 log = get_logger("telemetry.tls")
 

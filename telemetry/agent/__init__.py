@@ -10,6 +10,7 @@ from telemetry.agent.agent import Agent, AgentLedger
 from telemetry.agent.batching import Batcher
 from telemetry.agent.connection import CollectorError
 from telemetry.agent.disk_spool import DiskSpool, SpoolError
+from telemetry.agent.memory_spool import MemorySpool
 from telemetry.agent.oneshot import SendError, send_once
 from telemetry.agent.run import run_agent
 from telemetry.agent.sender import Sender
@@ -21,7 +22,7 @@ from telemetry.agent.sources import (
     build_source,
     parse_line,
 )
-from telemetry.agent.spool import MemorySpool, Spool, SpooledBatch
+from telemetry.agent.spool import Spool, SpooledBatch
 from telemetry.agent.spool_factory import open_spool
 from telemetry.backoff import Backoff
 

@@ -26,8 +26,9 @@ from typing import Any
 from pydantic_core import to_json
 
 from telemetry.agent.batching import Batcher
+from telemetry.agent.memory_spool import MemorySpool
 from telemetry.agent.sender import Sender
-from telemetry.agent.spool import SPOOL_WRITE_FAILED, MemorySpool, Spool
+from telemetry.agent.spool import SPOOL_WRITE_FAILED, Spool
 from telemetry.config import AgentSection, SpoolConfig
 from telemetry.log import get_logger
 from telemetry.protocol import Reading, validate_reading

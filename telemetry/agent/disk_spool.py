@@ -43,10 +43,9 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from telemetry.agent.spool import (
     BATCH_TOO_LARGE,
@@ -58,8 +57,23 @@ from telemetry.agent.spool import (
     restart_safe_seq,
     split_items,
 )
+from telemetry.agent.spool_file import (
+    DROPPED_PREFIX,
+    FORMAT_VERSION,
+    SCHEMA,
+    SET_COUNTER,
+    SpoolError,
+    SpoolLocked,
+    acquire_lock,
+    check_frame,
+    connect,
+    move_aside,
+    read_counters,
+    transaction,
+    unreadable,
+)
+from telemetry.agent.spool_status import SpoolStatus, read_status
 from telemetry.log import get_logger
-from telemetry.protocol.framing import HEADER_SIZE, parse_header
 
 try:
     import fcntl
@@ -67,104 +81,6 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock
     fcntl = None  # type: ignore[assignment]
 
 log = get_logger("telemetry.agent.spool")
-
-FORMAT_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-    seq        INTEGER PRIMARY KEY,
-    readings   INTEGER NOT NULL,
-    bytes      INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    frame      BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name  TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
-
-_SET_COUNTER = (
-    "INSERT INTO counters (name, value) VALUES (?, ?) "
-    "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
-)
-_DROPPED_PREFIX = "dropped:"
-
-
-class SpoolError(Exception):
-    """A spool file that cannot be opened or used; the message says why."""
-
-
-class SpoolLocked(SpoolError):
-    """Another process holds the spool file."""
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA busy_timeout=5000")
-    return db
-
-
-def _counters(db: sqlite3.Connection) -> dict[str, int]:
-    return {name: int(value) for name, value in db.execute("SELECT name, value FROM counters")}
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """One transaction; rolled back whole when anything in it fails, the COMMIT included
-    (a disk full at COMMIT would otherwise leave it open, and every later BEGIN failing)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        raise
-
-
-def _unreadable(exc: sqlite3.Error) -> bool:
-    """True when ``exc`` says the file is not a (sound) SQLite database, not that it is busy."""
-    name = getattr(exc, "sqlite_errorname", "")
-    return name in {"SQLITE_NOTADB", "SQLITE_CORRUPT"} or "not a database" in str(exc)
-
-
-def move_aside(path: Path, reason: str) -> Path:
-    """Rename ``path`` (and its ``-wal``/``-shm``) to ``<name>.corrupt-<timestamp>``."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-    for suffix in ("", "-wal", "-shm"):
-        source = path.with_name(path.name + suffix)
-        if source.exists():
-            source.rename(target.with_name(target.name + suffix))
-    log.error(
-        "spool_file_moved_aside",
-        path=str(path),
-        moved_to=str(target),
-        reason=reason,
-        hint="pending readings it held (if any) are not sent; inspect the moved file",
-    )
-    return target
-
-
-def _check_frame(seq: int, readings: int, frame: bytes) -> SpooledBatch:
-    """The batch stored as ``frame``; ValueError when the frame is not the batch it was."""
-    if parse_header(frame[:HEADER_SIZE]) != len(frame) - HEADER_SIZE:
-        raise ValueError("frame length does not match its header")
-    payload = json.loads(frame[HEADER_SIZE:])
-    if not isinstance(payload, dict) or payload.get("seq") != seq:
-        raise ValueError("frame is not this seq's batch")
-    items = payload.get("readings")
-    if not isinstance(items, list) or len(items) != readings:
-        raise ValueError("frame does not hold the stored reading count")
-    if not all(isinstance(item, dict) for item in items):
-        raise ValueError("a reading is not an object")
-    return SpooledBatch.from_frame(seq, frame)
 
 
 class DiskSpool(SpoolCounters):
@@ -198,7 +114,7 @@ class DiskSpool(SpoolCounters):
         #: Counters changed in memory but not yet in the file (a write failed).
         self._unsaved = False
         # The lock is named from the resolved path: through a symlink it is the same file.
-        self._lock = _acquire_lock(self.path.resolve())
+        self._lock = acquire_lock(self.path.resolve())
         try:
             self._open()
         except sqlite3.Error as exc:
@@ -229,7 +145,7 @@ class DiskSpool(SpoolCounters):
         try:
             self._connect_and_load()
         except sqlite3.DatabaseError as exc:
-            if not _unreadable(exc):
+            if not unreadable(exc):
                 raise
             with contextlib.suppress(sqlite3.Error, AttributeError):
                 self._db.close()
@@ -237,18 +153,18 @@ class DiskSpool(SpoolCounters):
             self._connect_and_load()
 
     def _connect_and_load(self) -> None:
-        self._db = _connect(self.path)
+        self._db = connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._load()
 
     def _load(self) -> None:
         db = self._db
-        with _transaction(db):
+        with transaction(db):
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            counters = _counters(db)
+            counters = read_counters(db)
             if "next_seq" not in counters:  # a new file: seq starts from the clock
                 counters = {
                     "format": FORMAT_VERSION,
@@ -257,7 +173,7 @@ class DiskSpool(SpoolCounters):
                     "acked": 0,
                     "rejected": 0,
                 }
-                db.executemany(_SET_COUNTER, counters.items())
+                db.executemany(SET_COUNTER, counters.items())
         if counters.get("format", FORMAT_VERSION) > FORMAT_VERSION:
             raise SpoolError(
                 f"spool {self.path} has format {counters['format']}, newer than this agent's "
@@ -278,9 +194,9 @@ class DiskSpool(SpoolCounters):
         self._acked = counters["acked"]
         self._rejected = counters["rejected"]
         self._dropped = {
-            name.removeprefix(_DROPPED_PREFIX): value
+            name.removeprefix(DROPPED_PREFIX): value
             for name, value in counters.items()
-            if name.startswith(_DROPPED_PREFIX)
+            if name.startswith(DROPPED_PREFIX)
         }
         #: Frames of recent batches, oldest first, up to cache_bytes.
         self._cache: dict[int, SpooledBatch] = {}
@@ -331,10 +247,10 @@ class DiskSpool(SpoolCounters):
             ("spooled", self._spooled + given),
         ]
         if dropped:
-            counters.append((_DROPPED_PREFIX + SPOOL_FULL, dropped_total))
+            counters.append((DROPPED_PREFIX + SPOOL_FULL, dropped_total))
         counters = self._with_unsaved(counters)
         db = self._db
-        with _transaction(db):
+        with transaction(db):
             if evicted:
                 db.executemany("DELETE FROM batches WHERE seq = ?", ((s,) for s in evicted))
             db.execute(
@@ -342,7 +258,7 @@ class DiskSpool(SpoolCounters):
                 "VALUES (?, ?, ?, ?, ?)",
                 (batch.seq, len(batch), len(frame), time.time(), frame),
             )
-            db.executemany(_SET_COUNTER, counters)
+            db.executemany(SET_COUNTER, counters)
         # Committed: now the memory view follows.
         for seq in evicted:
             del self._index[seq]
@@ -374,7 +290,7 @@ class DiskSpool(SpoolCounters):
                 return None
             frame = bytes(row[0])
             try:
-                batch = _check_frame(seq, self._index[seq][0], frame)
+                batch = check_frame(seq, self._index[seq][0], frame)
             except (ValueError, TypeError, KeyError, RecursionError) as exc:
                 self._quarantine(seq, frame, str(exc) or type(exc).__name__)
                 return None
@@ -401,7 +317,7 @@ class DiskSpool(SpoolCounters):
             return 0
         count = entry[0]
         total = self._dropped.get(reason, 0) + count
-        self._remove(seq, [(_DROPPED_PREFIX + reason, total)])
+        self._remove(seq, [(DROPPED_PREFIX + reason, total)])
         self._dropped[reason] = total
         log_dropped(reason, count, 1, seq=seq, dropped_total=self.dropped)
         return count
@@ -417,18 +333,18 @@ class DiskSpool(SpoolCounters):
         counters: list[tuple[str, int]] = [("next_seq", self._next_seq + len(parts))]
         dropped_total = self._dropped.get(BATCH_TOO_LARGE, 0) + len(too_large)
         if too_large:
-            counters.append((_DROPPED_PREFIX + BATCH_TOO_LARGE, dropped_total))
+            counters.append((DROPPED_PREFIX + BATCH_TOO_LARGE, dropped_total))
         counters = self._with_unsaved(counters)
         now = time.time()
         db = self._db
-        with _transaction(db):
+        with transaction(db):
             db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
             db.executemany(
                 "INSERT INTO batches (seq, readings, bytes, created_at, frame) "
                 "VALUES (?, ?, ?, ?, ?)",
                 ((p.seq, len(p), len(p.frame), now, p.frame) for p in parts),
             )
-            db.executemany(_SET_COUNTER, counters)
+            db.executemany(SET_COUNTER, counters)
         self._unsaved = False
         count, size = self._index.pop(seq)
         self._readings -= count
@@ -452,8 +368,8 @@ class DiskSpool(SpoolCounters):
         # Try to write the counters now; when the disk is still full, the next commit will.
         with contextlib.suppress(sqlite3.Error, SpoolError):
             self._check_open()
-            with _transaction(self._db):
-                self._db.executemany(_SET_COUNTER, self._with_unsaved([]))
+            with transaction(self._db):
+                self._db.executemany(SET_COUNTER, self._with_unsaved([]))
             self._unsaved = False
 
     def close(self) -> None:
@@ -479,7 +395,7 @@ class DiskSpool(SpoolCounters):
             return counters
         names = {name for name, _ in counters}
         extra = [("spooled", self._spooled)] + [
-            (_DROPPED_PREFIX + reason, value) for reason, value in self._dropped.items()
+            (DROPPED_PREFIX + reason, value) for reason, value in self._dropped.items()
         ]
         return counters + [(name, value) for name, value in extra if name not in names]
 
@@ -502,7 +418,7 @@ class DiskSpool(SpoolCounters):
         count = self._index[seq][0]
         total = self._dropped.get(SPOOL_CORRUPT, 0) + count
         try:
-            self._remove(seq, [(_DROPPED_PREFIX + SPOOL_CORRUPT, total)])
+            self._remove(seq, [(DROPPED_PREFIX + SPOOL_CORRUPT, total)])
         except sqlite3.Error as exc:
             log.error("spool_quarantine_failed", seq=seq, reason=reason, error=str(exc))
             return
@@ -520,9 +436,9 @@ class DiskSpool(SpoolCounters):
         self._check_open()
         counters = self._with_unsaved(list(counters))
         db = self._db
-        with _transaction(db):
+        with transaction(db):
             db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
-            db.executemany(_SET_COUNTER, counters)
+            db.executemany(SET_COUNTER, counters)
         self._unsaved = False
         count, size = self._index.pop(seq)
         self._readings -= count
@@ -543,101 +459,4 @@ class DiskSpool(SpoolCounters):
             self._cache_size -= len(batch.frame)
 
 
-def _acquire_lock(path: Path) -> BinaryIO:
-    """Hold ``<path>.lock`` exclusively for as long as the returned file is open."""
-    lock_path = path.with_name(path.name + ".lock")
-    try:
-        lock = open(lock_path, "a+b")  # noqa: SIM115 - held open for the spool's life
-    except OSError as exc:
-        raise SpoolError(f"cannot open spool lock {lock_path}: {exc.strerror}") from None
-    if fcntl is not None:
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise SpoolLocked(
-                f"spool {path} is in use by another agent (give each agent its own spool path)"
-            ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"{os.getpid()}\n".encode())
-        lock.flush()
-    return lock
-
-
-# --- status --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SpoolStatus:
-    """What a spool file holds, for ``telemetry spool status``."""
-
-    path: str
-    pending_batches: int
-    pending_readings: int
-    bytes: int
-    file_bytes: int
-    oldest_created_at: float | None
-    next_seq: int
-    spooled: int
-    acked: int
-    rejected: int
-    dropped: int
-    dropped_by_reason: dict[str, int] = field(default_factory=dict)
-
-    def oldest_age(self, now: float | None = None) -> float | None:
-        """Seconds since the oldest pending batch was spooled, or None when empty."""
-        if self.oldest_created_at is None:
-            return None
-        return max(0.0, (time.time() if now is None else now) - self.oldest_created_at)
-
-    def as_dict(self, now: float | None = None) -> dict[str, Any]:
-        """The status as a JSON-ready dict, with ``oldest_age_seconds`` computed now."""
-        data = asdict(self)
-        age = self.oldest_age(now)
-        data["oldest_age_seconds"] = None if age is None else round(age, 3)
-        return data
-
-
-def read_status(path: Path | str) -> SpoolStatus:
-    """Read a spool file without locking it (the agent may be running); SpoolError if absent."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpoolError(f"spool {path} does not exist (has the agent run with it?)")
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise SpoolError(f"cannot open spool {path}: {exc}") from None
-    try:
-        db.execute("PRAGMA busy_timeout=5000")
-        counters = _counters(db)
-        batches, readings, size, oldest = db.execute(
-            "SELECT count(*), coalesce(sum(readings), 0), coalesce(sum(bytes), 0), "
-            "min(created_at) FROM batches"
-        ).fetchone()
-    except sqlite3.Error as exc:
-        raise SpoolError(f"{path} is not a readable spool: {exc}") from None
-    finally:
-        db.close()
-    file_bytes = sum(
-        p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists()
-    )
-    dropped = {
-        name.removeprefix(_DROPPED_PREFIX): value
-        for name, value in counters.items()
-        if name.startswith(_DROPPED_PREFIX)
-    }
-    return SpoolStatus(
-        path=str(path),
-        pending_batches=int(batches),
-        pending_readings=int(readings),
-        bytes=int(size),
-        file_bytes=file_bytes,
-        oldest_created_at=oldest,
-        next_seq=counters.get("next_seq", 0),
-        spooled=counters.get("spooled", 0),
-        acked=counters.get("acked", 0),
-        rejected=counters.get("rejected", 0),
-        dropped=sum(dropped.values()),
-        dropped_by_reason=dropped,
-    )
+__all__ = ["DiskSpool", "SpoolError", "SpoolLocked", "SpoolStatus", "move_aside", "read_status"]

@@ -19,8 +19,9 @@ from typing import Any
 
 from telemetry.agent.agent import Agent
 from telemetry.agent.disk_spool import SpoolError
+from telemetry.agent.memory_spool import MemorySpool
 from telemetry.agent.sources import Source, build_source
-from telemetry.agent.spool import UNACKED_AT_EXIT, MemorySpool, Spool, log_dropped
+from telemetry.agent.spool import UNACKED_AT_EXIT, Spool, log_dropped
 from telemetry.agent.spool_factory import open_spool
 from telemetry.config import AgentConfig
 from telemetry.log import get_logger

@@ -8,7 +8,8 @@ imports the other's importer: the factory is the one module that knows both.
 from __future__ import annotations
 
 from telemetry.agent.disk_spool import DiskSpool
-from telemetry.agent.spool import MemorySpool, Spool
+from telemetry.agent.memory_spool import MemorySpool
+from telemetry.agent.spool import Spool
 from telemetry.config import SpoolConfig
 
 

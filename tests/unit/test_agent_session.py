@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
+from telemetry.agent.memory_spool import MemorySpool
 from telemetry.agent.session import (
     MIN_MAX_FRAME_BYTES,
     AckBatch,
@@ -18,7 +19,7 @@ from telemetry.agent.session import (
     SplitBatch,
     check_welcome,
 )
-from telemetry.agent.spool import BATCH_TOO_LARGE, MemorySpool
+from telemetry.agent.spool import BATCH_TOO_LARGE
 from telemetry.protocol import HEARTBEAT, Ack, Error, Goaway, Nack, RejectedReading, Welcome
 
 ACK_TIMEOUT = 30.0
