@@ -9,7 +9,7 @@ from telemetry.agent.actions import SenderStats
 from telemetry.agent.agent import Agent, AgentLedger
 from telemetry.agent.batching import Batcher
 from telemetry.agent.connection import CollectorError
-from telemetry.agent.disk_spool import DiskSpool, SpoolError
+from telemetry.agent.disk_spool import DiskSpool
 from telemetry.agent.memory_spool import MemorySpool
 from telemetry.agent.oneshot import SendError, send_once
 from telemetry.agent.run import run_agent
@@ -24,6 +24,7 @@ from telemetry.agent.sources import (
 )
 from telemetry.agent.spool import Spool, SpooledBatch
 from telemetry.agent.spool_factory import open_spool
+from telemetry.agent.spool_file import SpoolError
 from telemetry.backoff import Backoff
 
 __all__ = [

@@ -6,41 +6,15 @@ reading count, size and creation time; ``counters`` holds ``next_seq`` and the l
 (``spooled``, ``acked``, ``rejected``, ``dropped:<reason>``). Every :meth:`DiskSpool.add`,
 :meth:`~DiskSpool.ack` and :meth:`~DiskSpool.drop` is one transaction that changes the batches
 and the counters together, so ``spooled = acked + rejected + dropped + readings`` holds in the
-file at every commit, whatever kills the process.
-
-Durability: WAL with ``synchronous=NORMAL``. A commit is an append to the WAL without fsync,
-which survives a crash or SIGKILL of the process (the OS has the bytes) but not a power cut
-or a kernel crash, where the last commits before it may be lost. The unit of commit is the
-batch (``batch_size`` readings), not the reading: one commit per batch closed and per ack.
-
-In memory the spool keeps only an index (seq -> readings, bytes) of what the file holds, and
-the frames of the most recent batches up to ``cache_bytes``; an older batch is read back from
-the file when the sender asks for it (after a restart or a long outage).
-
-Only one agent may use a spool file: an advisory lock (``<path>.lock``, ``flock``) is taken
-when it opens, named from the file's resolved path (a symlink to it is the same spool).
-
-Host faults: a failed write (disk full, I/O error) rolls its transaction back whole, even when
-it is the ``COMMIT`` that fails, so the file and the memory view stay as they were; the caller
-decides (the agent counts the readings as ``spool_write_failed``, see :meth:`DiskSpool.lose`).
-A spool file that is empty (0 bytes) or not a SQLite database is moved aside to
-``<name>.corrupt-<timestamp>`` (with its ``-wal``/``-shm``), never overwritten, and a new one
-started, with an error event (``spool_file_moved_aside``). A stored batch whose frame does
-not read back as the batch it was (bad header, bad JSON, wrong seq or reading count) is
-quarantined: appended to ``<name>.dead-letter`` (one JSON line: seq, reason, the frame in
-base64), removed from the spool and counted as dropped with reason ``spool_corrupt``, so it
-never blocks the batches behind it.
-
-:func:`read_status` reads a spool without the lock, for ``telemetry spool status`` while the
-agent runs.
+file at every commit, whatever kills the process. In memory the spool keeps an index (seq ->
+readings, bytes) and the frames of recent batches up to ``cache_bytes``; older ones are read
+back when the sender asks. The file itself (durability, lock, moving a broken file aside,
+quarantine): :mod:`telemetry.agent.spool_file`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -60,19 +34,18 @@ from telemetry.agent.spool import (
 from telemetry.agent.spool_file import (
     DROPPED_PREFIX,
     FORMAT_VERSION,
-    SCHEMA,
+    INSERT_BATCH,
     SET_COUNTER,
     SpoolError,
-    SpoolLocked,
     acquire_lock,
+    append_dead_letter,
     check_frame,
     connect,
+    init_file,
     move_aside,
-    read_counters,
     transaction,
     unreadable,
 )
-from telemetry.agent.spool_status import SpoolStatus, read_status
 from telemetry.log import get_logger
 
 try:
@@ -160,20 +133,7 @@ class DiskSpool(SpoolCounters):
 
     def _load(self) -> None:
         db = self._db
-        with transaction(db):
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            counters = read_counters(db)
-            if "next_seq" not in counters:  # a new file: seq starts from the clock
-                counters = {
-                    "format": FORMAT_VERSION,
-                    "next_seq": restart_safe_seq(),
-                    "spooled": 0,
-                    "acked": 0,
-                    "rejected": 0,
-                }
-                db.executemany(SET_COUNTER, counters.items())
+        counters = init_file(db, restart_safe_seq)
         if counters.get("format", FORMAT_VERSION) > FORMAT_VERSION:
             raise SpoolError(
                 f"spool {self.path} has format {counters['format']}, newer than this agent's "
@@ -253,11 +213,7 @@ class DiskSpool(SpoolCounters):
         with transaction(db):
             if evicted:
                 db.executemany("DELETE FROM batches WHERE seq = ?", ((s,) for s in evicted))
-            db.execute(
-                "INSERT INTO batches (seq, readings, bytes, created_at, frame) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (batch.seq, len(batch), len(frame), time.time(), frame),
-            )
+            db.execute(INSERT_BATCH, (batch.seq, len(batch), len(frame), time.time(), frame))
             db.executemany(SET_COUNTER, counters)
         # Committed: now the memory view follows.
         for seq in evicted:
@@ -339,11 +295,8 @@ class DiskSpool(SpoolCounters):
         db = self._db
         with transaction(db):
             db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
-            db.executemany(
-                "INSERT INTO batches (seq, readings, bytes, created_at, frame) "
-                "VALUES (?, ?, ?, ?, ?)",
-                ((p.seq, len(p), len(p.frame), now, p.frame) for p in parts),
-            )
+            rows = ((p.seq, len(p), len(p.frame), now, p.frame) for p in parts)
+            db.executemany(INSERT_BATCH, rows)
             db.executemany(SET_COUNTER, counters)
         self._unsaved = False
         count, size = self._index.pop(seq)
@@ -401,20 +354,8 @@ class DiskSpool(SpoolCounters):
 
     def _quarantine(self, seq: int, frame: bytes, reason: str) -> None:
         """Move a batch that cannot be read back to the dead-letter file; count it dropped."""
-        record = {
-            "seq": seq,
-            "quarantined_at": time.time(),
-            "reason": reason[:200],
-            "frame_base64": base64.b64encode(frame).decode("ascii"),
-        }
-        try:
-            with open(self.dead_letter_path, "a", encoding="utf-8") as file:
-                file.write(json.dumps(record) + "\n")
-                file.flush()
-                os.fsync(file.fileno())
-        except OSError as exc:  # keep the batch in the file: it is skipped, not lost
-            log.error("spool_quarantine_failed", seq=seq, reason=reason, error=str(exc))
-            return
+        if not append_dead_letter(self.dead_letter_path, seq, frame, reason):
+            return  # the batch stays in the file: it is skipped, not lost
         count = self._index[seq][0]
         total = self._dropped.get(SPOOL_CORRUPT, 0) + count
         try:
@@ -457,6 +398,3 @@ class DiskSpool(SpoolCounters):
         batch = self._cache.pop(seq, None)
         if batch is not None:
             self._cache_size -= len(batch.frame)
-
-
-__all__ = ["DiskSpool", "SpoolError", "SpoolLocked", "SpoolStatus", "move_aside", "read_status"]

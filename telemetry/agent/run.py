@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from telemetry.agent.agent import Agent
-from telemetry.agent.disk_spool import SpoolError
 from telemetry.agent.memory_spool import MemorySpool
 from telemetry.agent.sources import Source, build_source
 from telemetry.agent.spool import UNACKED_AT_EXIT, Spool, log_dropped
 from telemetry.agent.spool_factory import open_spool
+from telemetry.agent.spool_file import SpoolError
 from telemetry.config import AgentConfig
 from telemetry.log import get_logger
 

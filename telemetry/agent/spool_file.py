@@ -1,14 +1,38 @@
 """The disk spool's file: its schema, connection, transactions, lock, and what to do with a
-file or a batch that cannot be read (moved aside, quarantined)."""
+file or a batch that cannot be read (moved aside, quarantined).
+
+Durability: WAL with ``synchronous=NORMAL``. A commit is an append to the WAL without fsync,
+which survives a crash or SIGKILL of the process (the OS has the bytes) but not a power cut
+or a kernel crash, where the last commits before it may be lost. The unit of commit is the
+batch (``batch_size`` readings), not the reading: one commit per batch closed and per ack.
+
+Only one agent may use a spool file: an advisory lock (``<path>.lock``, ``flock``) is taken
+when it opens, named from the file's resolved path (a symlink to it is the same spool).
+
+Host faults: a failed write (disk full, I/O error) rolls its transaction back whole, even when
+it is the ``COMMIT`` that fails, so the file and the memory view stay as they were; the caller
+decides (the agent counts the readings as ``spool_write_failed``, see :meth:`DiskSpool.lose`).
+A spool file that is empty (0 bytes) or not a SQLite database is moved aside to
+``<name>.corrupt-<timestamp>`` (with its ``-wal``/``-shm``), never overwritten, and a new one
+started, with an error event (``spool_file_moved_aside``). A stored batch whose frame does
+not read back as the batch it was (bad header, bad JSON, wrong seq or reading count) is
+quarantined: appended to ``<name>.dead-letter`` (one JSON line: seq, reason, the frame in
+base64), removed from the spool and counted as dropped with reason ``spool_corrupt``, so it
+never blocks the batches behind it.
+
+:func:`read_status` reads a spool without the lock, for ``telemetry spool status`` while the
+agent runs.
+"""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -58,6 +82,11 @@ def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=5000")
     return db
+
+
+INSERT_BATCH = (
+    "INSERT INTO batches (seq, readings, bytes, created_at, frame) VALUES (?, ?, ?, ?, ?)"
+)
 
 
 def read_counters(db: sqlite3.Connection) -> dict[str, int]:
@@ -145,3 +174,43 @@ def acquire_lock(path: Path) -> BinaryIO:
 
 
 # --- status --------------------------------------------------------------------------------
+
+
+def init_file(db: sqlite3.Connection, first_seq: Callable[[], int]) -> dict[str, int]:
+    """Create the tables if missing and return the counters; a new file's ``next_seq`` comes
+    from ``first_seq()`` (the clock: a seq never repeats across spools)."""
+    with transaction(db):
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        counters = read_counters(db)
+        if "next_seq" not in counters:
+            counters = {
+                "format": FORMAT_VERSION,
+                "next_seq": first_seq(),
+                "spooled": 0,
+                "acked": 0,
+                "rejected": 0,
+            }
+            db.executemany(SET_COUNTER, counters.items())
+    return counters
+
+
+def append_dead_letter(path: Path, seq: int, frame: bytes, reason: str) -> bool:
+    """Append a batch that cannot be read back to the dead-letter file (one JSON line: seq,
+    reason, the frame in base64), synced; ``False`` (logged) when that fails."""
+    record = {
+        "seq": seq,
+        "quarantined_at": time.time(),
+        "reason": reason[:200],
+        "frame_base64": base64.b64encode(frame).decode("ascii"),
+    }
+    try:
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(json.dumps(record) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as exc:
+        log.error("spool_quarantine_failed", seq=seq, reason=reason, error=str(exc))
+        return False
+    return True

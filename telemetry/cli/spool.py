@@ -35,7 +35,8 @@ def run_status(args: argparse.Namespace) -> int:
     """Print the spool's status as text rows or JSON; 1 when there is no spool to read."""
     import json
 
-    from telemetry.agent.disk_spool import SpoolError, read_status
+    from telemetry.agent.spool_file import SpoolError
+    from telemetry.agent.spool_status import read_status
     from telemetry.config import AgentConfig, load_config
 
     path = args.path

@@ -13,9 +13,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from telemetry.agent import Agent, DiskSpool, StdinSource
-from telemetry.agent.disk_spool import SpoolLocked
 from telemetry.agent.sources import BadLine
 from telemetry.agent.spool import SPOOL_CORRUPT, SPOOL_WRITE_FAILED
+from telemetry.agent.spool_file import SpoolLocked
 from telemetry.config import AgentSection, StdinSourceConfig
 from tests.conftest import StartCollector
 from tests.integration.fake_collector import scaled

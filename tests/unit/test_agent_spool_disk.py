@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 from telemetry.agent import MemorySpool, Spool
-from telemetry.agent.disk_spool import DiskSpool, SpoolLocked, read_status
+from telemetry.agent.disk_spool import DiskSpool
 from telemetry.agent.spool import BATCH_TOO_LARGE, SPOOL_FULL, restart_safe_seq
 from telemetry.agent.spool_factory import open_spool
+from telemetry.agent.spool_file import SpoolLocked
+from telemetry.agent.spool_status import read_status
 from telemetry.config import SpoolConfig
 
 
