@@ -296,3 +296,15 @@ class Connection:
             self._send(self.session.settled(deliver, refusals_by_sink))
         finally:
             self._window.release()
+
+
+def peer_host(writer: asyncio.StreamWriter) -> str:
+    """The IP address of the other end."""
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+def peer_name(writer: asyncio.StreamWriter) -> str:
+    """``host:port`` of the other end."""
+    peer = writer.get_extra_info("peername")
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)

@@ -14,16 +14,15 @@ import errno
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from telemetry.collector.agents import AgentSessions
 from telemetry.collector.auth import authorizer
-from telemetry.collector.connection import Connection
+from telemetry.collector.connection import Connection, peer_host, peer_name
 from telemetry.collector.events import ConnectionEvents
+from telemetry.collector.gauges import scrape_families
 from telemetry.collector.handoff import Receiver
 from telemetry.collector.http import HttpServer, check_descriptors
 from telemetry.collector.ledger import Ledger
@@ -98,7 +97,7 @@ class Collector:
         self._handshakes: set[asyncio.Task[Any]] = set()
         self._next_id = 0
         self._stop: asyncio.Event | None = None
-        self.metrics.watch(self._live_gauges)
+        self.metrics.watch(lambda: scrape_families(self.pipeline.runners, self.ledger, self.ready))
 
     # --- life -------------------------------------------------------------------------------
 
@@ -290,40 +289,6 @@ class Collector:
             await asyncio.sleep(seconds)
             self.log_ledger()
 
-    def _live_gauges(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        queued = GaugeMetricFamily(
-            "telemetry_sink_queue_readings",
-            "Readings waiting in each sink's queue.",
-            labels=["sink"],
-        )
-        healthy = GaugeMetricFamily(
-            "telemetry_sink_healthy", "1 while the sink's last write succeeded.", labels=["sink"]
-        )
-        for runner in self.pipeline.runners:
-            queued.add_metric([runner.name], runner.queued)
-            healthy.add_metric([runner.name], 1 if runner.healthy else 0)
-        counts = self.ledger.as_dict()
-        pending = GaugeMetricFamily(
-            "telemetry_ledger_pending_readings",
-            "Readings of batches validated and not yet acked, nacked or given up.",
-        )
-        pending.add_metric([], counts.pop("pending"))
-        ledger = CounterMetricFamily(
-            "telemetry_ledger_readings",
-            "Readings by where they ended up (docs/delivery.md): received, acked, rejected, "
-            "unacked, fire_and_forget_received, fire_and_forget_rejected.",
-            labels=["state"],
-        )
-        for state, count in counts.items():
-            ledger.add_metric([state], count)
-        yield ledger
-        yield pending
-        ready = GaugeMetricFamily("telemetry_ready", "1 while serving with healthy sinks.")
-        ready.add_metric([], 1 if self.ready else 0)
-        yield queued
-        yield healthy
-        yield ready
-
     @property
     def ready(self) -> bool:
         """Serving, and every sink healthy: what ``/readyz`` reports."""
@@ -417,18 +382,6 @@ class Collector:
             dead_letter_max_bytes=self.config.collector.dead_letter_max_bytes,
         )
         return Connection(reader, writer, conn_id, session, self.pipeline, events)
-
-
-def peer_host(writer: asyncio.StreamWriter) -> str:
-    """The IP address of the other end."""
-    peer = writer.get_extra_info("peername")
-    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
-
-
-def peer_name(writer: asyncio.StreamWriter) -> str:
-    """``host:port`` of the other end."""
-    peer = writer.get_extra_info("peername")
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
 
 def listen_error(exc: OSError, address: str) -> ListenError:

@@ -8,10 +8,8 @@ batch (then report back with :meth:`settled`, :meth:`failed` or :meth:`abandoned
 the ``ack`` or ``nack``), feed the dead-letter sinks, or pause. A ``ProtocolError`` raised by
 :meth:`receive` ends the connection; :meth:`fatal` gives the ``error`` frame to send first.
 
-The session holds hello and auth, admission (``max_batch``, ``on_full``), the window it
-announces, the replies and every move of the collector's ledger; it reports to a
-:class:`SessionEvents` (metrics, live view). Validation lives in
-:mod:`telemetry.collector.validation`.
+It holds hello and auth, admission (``max_batch``, ``on_full``), the window, the replies and
+every ledger move; it reports to a :class:`SessionEvents` (metrics, live view).
 """
 
 from __future__ import annotations
