@@ -22,7 +22,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from telemetry.agent import Agent, Spool
 from telemetry.config import AgentSection
@@ -49,8 +49,42 @@ def _listening_socket(rcvbuf: int | None) -> socket.socket:
     return sock
 
 
+class _Listener:
+    """A TCP server on a free port of 127.0.0.1 (with a small receive buffer, so that a peer
+    that stops reading is felt quickly); subclasses handle the connections."""
+
+    rcvbuf: int
+    _server: asyncio.Server | None
+    _writers: list[asyncio.StreamWriter]
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        self._server = await asyncio.start_server(self._handle, sock=_listening_socket(self.rcvbuf))
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        assert self._server is not None
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in self._writers:
+                writer.transport.abort()
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
 @dataclass
-class MisbehavingCollector:
+class MisbehavingCollector(_Listener):
     """Set the behaviour fields before or during a test."""
 
     #: The welcome's fields (``collector``, ``window``, ``max_frame_bytes``).
@@ -75,28 +109,6 @@ class MisbehavingCollector:
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
         self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> MisbehavingCollector:
-        self._server = await asyncio.start_server(self._handle, sock=_listening_socket(self.rcvbuf))
-        return self
-
-    @property
-    def endpoint(self) -> str:
-        assert self._server is not None
-        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in self._writers:
-                writer.transport.abort()
-            await self._server.wait_closed()
-
-    async def __aenter__(self) -> MisbehavingCollector:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     def seqs(self) -> list[int]:
         return [seq for _, seq, _ in self.batches]
@@ -150,7 +162,7 @@ class MisbehavingCollector:
                 writer.close()
 
 
-class BlackholeProxy:
+class BlackholeProxy(_Listener):
     """A TCP proxy to ``target`` that stops forwarding (and reading) when told to."""
 
     def __init__(self, target: str, *, rcvbuf: int = 4096) -> None:
@@ -165,28 +177,6 @@ class BlackholeProxy:
     def blackhole(self) -> None:
         """From now on, nothing is read or forwarded; connections stay open."""
         self._silent.set()
-
-    async def start(self) -> BlackholeProxy:
-        self._server = await asyncio.start_server(self._handle, sock=_listening_socket(self.rcvbuf))
-        return self
-
-    @property
-    def endpoint(self) -> str:
-        assert self._server is not None
-        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in self._writers:
-                writer.transport.abort()
-            await self._server.wait_closed()
-
-    async def __aenter__(self) -> BlackholeProxy:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, ConnectionError):
