@@ -49,6 +49,7 @@ def test_an_unknown_key_of_a_known_section_is_still_named(monkeypatch: pytest.Mo
 
 
 def test_the_sections_are_read_from_both_models() -> None:
+    """The written-out table of sections is each model's own fields (no drift)."""
     sections = config_sections()
     assert sections["CollectorConfig"] == frozenset(CollectorConfig.model_fields)
     assert sections["AgentConfig"] == frozenset(AgentConfig.model_fields)
@@ -66,3 +67,23 @@ def test_check_config_exits_2_with_one_line(
     assert out == ""
     assert err.startswith("telemetry: environment variable TELEMETRY_INGSET__PORT: no such ")
     assert err.count("\n") == 1
+
+
+def test_an_agent_accepts_the_collectors_variables_without_loading_its_models() -> None:
+    """The same image runs both: an agent with TELEMETRY_INGEST__HOST set loads its config,
+    and never imports the collector's config models to know that section."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "os.environ['TELEMETRY_INGEST__HOST'] = '0.0.0.0'\n"
+        "os.environ['TELEMETRY_HTTP__HOST'] = '0.0.0.0'\n"
+        "from telemetry.config import AgentConfig, load_config\n"
+        "load_config(AgentConfig, None)\n"
+        "print('telemetry.config.collector' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False", done.stderr
