@@ -39,7 +39,7 @@ import asyncpg
 from telemetry.config import PostgresSinkConfig
 from telemetry.log import get_logger
 from telemetry.redact import redact_text, scrub, url_secrets
-from telemetry.sinks._common import COLUMNS, record_row, sink_name, started
+from telemetry.sinks._common import COLUMNS, sink_name, started
 from telemetry.sinks.base import (
     Content,
     PermanentSinkError,
@@ -50,6 +50,7 @@ from telemetry.sinks.base import (
     conflict_reason,
     content_of,
 )
+from telemetry.sinks.encoding import table_rows
 
 log = get_logger("telemetry.sinks.postgres")
 
@@ -288,7 +289,7 @@ class PostgresSink:
         """Insert the batch in one transaction; a resent id (same content) is skipped, an id
         stored with other content is refused (:class:`RefusedRecords`, after the commit)."""
         pool = started(self._pool, "postgres")
-        rows = [record_row(record) for record in batch]
+        rows = table_rows(batch, text_times=False)
         refused: dict[int, str] = {}
         try:
             async with (

@@ -10,6 +10,14 @@ holds (``total_changes`` tells, for free), one query reads back the stored rows 
 ids and compares their content with the batch's; a record whose id is stored with other
 content is refused (:class:`RefusedRecords`) after the rest is committed. A batch of new
 readings pays nothing for this.
+
+The table has one index besides ``id``'s: ``readings_ts`` on ``ts``. Readings arrive roughly
+in time order, so its inserts land at its end; an index on ``(sensor, ts)`` (the schema until
+issue 19) takes an insert at as many places as there are sensors, and cut the rate of a growing
+table to a fifth (docs/benchmarks.md). Queries by sensor over a time range use ``ts`` to find
+the range (docs/queries.md). A file made before is changed at start: the old index is dropped.
+Rows are built on the sink's thread (:func:`~telemetry.sinks.encoding.table_rows`), not on the
+event loop.
 """
 
 from __future__ import annotations
@@ -20,8 +28,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from telemetry.config import SqliteSinkConfig
-from telemetry.protocol import format_timestamp
-from telemetry.sinks._common import COLUMNS, record_row, sink_name, started
+from telemetry.sinks._common import COLUMNS, sink_name, started
 from telemetry.sinks._thread import WorkerThread
 from telemetry.sinks.base import (
     PermanentSinkError,
@@ -32,6 +39,7 @@ from telemetry.sinks.base import (
     conflict_reason,
     content_of,
 )
+from telemetry.sinks.encoding import table_rows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -45,7 +53,8 @@ CREATE TABLE IF NOT EXISTS readings (
     tags        TEXT NOT NULL DEFAULT '{}',
     received_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor, ts);
+CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts);
+DROP INDEX IF EXISTS readings_sensor_ts;
 """
 
 INSERT = (
@@ -58,7 +67,7 @@ STORED = (
     "SELECT id, sensor, metric, value, unit, ts, tags, received_at FROM readings "
     "WHERE id IN (SELECT value FROM json_each(?))"
 )
-#: Where the columns of ``STORED`` sit in a row of :func:`record_row`: sensor, metric, value,
+#: Where the columns of ``STORED`` sit in a row of :func:`table_rows`: sensor, metric, value,
 #: unit, ts, tags, received_at.
 CONTENT = (2, 3, 4, 5, 6, 7, 8)
 
@@ -102,9 +111,9 @@ class SqliteSink:
 
     async def write(self, batch: Sequence[Record]) -> None:
         db = started(self._db, "sqlite")
-        rows = [record_row(record, format_timestamp) for record in batch]
 
         def insert() -> dict[int, str]:
+            rows = table_rows(batch)  # on the sink's thread, as the insert
             db.execute("BEGIN")
             try:
                 before = db.total_changes
