@@ -187,6 +187,11 @@ class SourceSet:
         """The running sources' names (ended ones included until a reload stops them)."""
         return [r.source.name for r in self._running]
 
+    @property
+    def running_names(self) -> list[str]:
+        """The names of the sources whose task is still running."""
+        return [r.source.name for r in self._running if not r.task.done()]
+
     def counters(self) -> dict[str, SourceCounters]:
         """Per source name: readings produced, failed samples or bad lines, crashes."""
         totals = {

@@ -38,6 +38,7 @@ EXIT_OK = 0
 EXIT_PENDING = 1
 EXIT_NO_SOURCES = 2
 EXIT_SPOOL_ERROR = 2
+EXIT_HTTP_ERROR = 2
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -51,7 +52,8 @@ async def run_agent(
     """Run the agent until a signal or the end of every source; return the exit code.
 
     0: every reading acked; 1: readings still pending after ``shutdown_timeout``;
-    2: no source configured, or the spool cannot be opened (e.g. another agent holds it).
+    2: no source configured, the spool cannot be opened (e.g. another agent holds it), or
+    the ``[agent.http]`` port cannot be listened on.
     ``sources`` replaces the configured ones (for embedding, tests). ``reload`` loads the
     config again on SIGHUP (a :class:`~telemetry.config.ConfigError` refuses it); without it
     SIGHUP is logged and changes nothing.
@@ -133,6 +135,17 @@ async def _run(
 
     agent = Agent(config.agent, spool)
     source_set = SourceSet(agent, config.agent.id)
+    http = None
+    if config.agent.http is not None:
+        from telemetry.agent.http import AgentHttp  # prometheus-client: only when asked for
+
+        http = AgentHttp(config.agent.http, agent, source_set)
+        try:
+            await http.start()
+        except OSError as exc:
+            where = f"{config.agent.http.host}:{config.agent.http.port}"
+            log.error("agent_http_unavailable", address=where, error=exc.strerror or str(exc))
+            return EXIT_HTTP_ERROR
     installed: list[signal.Signals] = []
     for sig in _SIGNALS:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -160,6 +173,8 @@ async def _run(
         for sig in installed:
             loop.remove_signal_handler(sig)
         acked = await agent.close(0)  # everything is spooled: this only stops and reports
+        if http is not None:
+            await http.close()
     if not acked:
         pending = agent.ledger.pending
         if isinstance(spool, MemorySpool):

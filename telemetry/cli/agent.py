@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.test:
         return _test_round(config)
-    if config.agent.http is not None and (missing := missing_extra("[agent.http]")) is not None:
+    if (
+        config.agent.http is not None
+        and (missing := missing_extra("[agent.http]", ("prometheus_client",))) is not None
+    ):
         return missing
 
     async def main() -> None:
