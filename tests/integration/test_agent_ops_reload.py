@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 
+from telemetry.agent.reload import SourceSet
+from telemetry.agent.sources import build_source
+from telemetry.config import SourceConfig
 from tests.integration.fake_collector import FakeCollector, scaled
 
 pytestmark = pytest.mark.slow
@@ -174,3 +178,58 @@ async def test_an_invalid_config_is_refused_and_the_old_one_kept(tmp_path: Path)
         assert not agent.named("config_reloaded")[0]["started"]
         assert all("t0p" not in line for line in agent.raw)
         assert_exactly_once(fake, agent.named("agent_stopped")[0])
+
+
+class Collect:
+    """A reading sink that keeps what it is given (bounded by the test's short run)."""
+
+    def __init__(self) -> None:
+        self.readings: list[Any] = []
+
+    async def send(self, reading: Any) -> None:
+        self.readings.append(reading)
+
+
+class Crashing:
+    """A source that hands over one reading, then fails."""
+
+    name = "crashing"
+    finite = False
+
+    async def run(self, sink: Any) -> None:
+        await sink.send({"sensor": "crash", "value": 1})
+        raise RuntimeError("boom")
+
+
+def source_configs(*entries: dict[str, Any]) -> list[SourceConfig]:
+    return TypeAdapter(list[SourceConfig]).validate_python(list(entries))
+
+
+async def test_source_counters_only_grow_across_restarts() -> None:
+    """A source restarted by a reload keeps its name and its counters add up; a stopped
+    one's stay; a source that ends on an exception is counted as crashed and kept."""
+    sink = Collect()
+    sources = SourceSet(sink, "c")
+    first = source_configs(
+        {"type": "simulated", "sensors": 1, "interval": 0.01},
+        {"type": "simulated", "sensors": 1, "interval": 0.01, "sensor": "gone"},
+    )
+    built = [build_source(c, "c", i) for i, c in enumerate(first)]
+    sources.start([*built, Crashing()], [*first, None])
+    await asyncio.sleep(0.1)
+    before = sources.counters()
+    assert before["simulated-0"].readings > 0
+    assert before["crashing"].crashed == 1
+    done = sources.reload(source_configs({"type": "simulated", "sensors": 1, "interval": 0.02}))
+    assert done.kept == []
+    assert done.stopped == ["simulated-0", "simulated-1"]
+    assert done.started == ["simulated-0"]
+    await asyncio.sleep(0.1)
+    after = sources.counters()
+    assert after["simulated-0"].readings > before["simulated-0"].readings
+    assert after["simulated-1"].readings >= before["simulated-1"].readings > 0
+    assert after["crashing"].crashed == 1
+    assert sources.running_names == ["simulated-0"]
+    simulated = sum(c.readings for name, c in after.items() if name != "crashing")
+    assert simulated == len(sink.readings) - 1
+    await sources.close()

@@ -1,0 +1,81 @@
+"""The agent's HTTP port and metrics, the parts without I/O: requests, responses, ages."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from telemetry.agent.http import parse_request_line, response
+from telemetry.agent.metrics import reading_time
+from telemetry.agent.test_mode import wire_json
+from telemetry.config import AgentConfig
+from telemetry.protocol import Reading
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", ("GET", "/metrics")),
+        (b"HEAD /healthz?verbose=1 HTTP/1.0\r\n\r\n", ("HEAD", "/healthz")),
+        (b"GET /metrics\r\n\r\n", None),
+        (b"GET  /metrics HTTP/1.1\r\n\r\n", None),
+        (b"GET /metrics SPDY/3\r\n\r\n", None),
+        (b"GET /\xff HTTP/1.1\r\n\r\n", None),
+        (b"\r\n\r\n", None),
+    ],
+)
+def test_request_lines(head: bytes, expected: tuple[str, str] | None) -> None:
+    """A request line gives (method, path without query); anything malformed gives None."""
+    assert parse_request_line(head) == expected
+
+
+def test_a_response_closes_and_states_its_length() -> None:
+    """Every response says Connection: close and its exact Content-Length; HEAD has no body."""
+    full = response(200, b"ok\n", "text/plain")
+    assert full.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Content-Length: 3\r\n" in full
+    assert b"Connection: close\r\n" in full
+    assert full.endswith(b"\r\n\r\nok\n")
+    head = response(200, b"ok\n", "text/plain", head=True)
+    assert head == full[: -len(b"ok\n")]
+
+
+def test_reading_time_of_both_timestamp_forms() -> None:
+    """The oldest reading's age is taken from epoch seconds or an ISO timestamp."""
+    assert reading_time(b'{"sensor":"a","value":1,"ts":1700000000.5}') == 1700000000.5
+    iso = reading_time(b'{"sensor":"a","value":1,"ts":"2023-11-14T22:13:20Z"}')
+    assert iso == 1700000000.0
+    assert reading_time(b'{"sensor":"a","value":1}') is None
+    assert reading_time(b'{"sensor":"a","value":1,"ts":true}') is None
+    assert reading_time(b'{"sensor":"a","value":1,"ts":"yesterday"}') is None
+    assert reading_time(b"[1]") is None
+
+
+def test_wire_json_is_what_the_agent_sends() -> None:
+    """A dict goes as it is when clean; a model goes in its wire form; a bad dict raises."""
+    now = time.time()
+    assert wire_json({"sensor": "a", "value": 1.5, "ts": now}) == (
+        b'{"sensor":"a","value":1.5,"ts":%s}' % repr(now).encode()
+    )
+    model = Reading.model_validate({"sensor": "a", "value": 2, "tags": {"k": "v"}})
+    assert wire_json(model) == b'{"sensor":"a","value":2.0,"tags":{"k":"v"}}'
+    with pytest.raises(ValueError, match="value"):
+        wire_json({"sensor": "a", "value": "x"})
+
+
+def test_agent_http_defaults_and_bounds() -> None:
+    """[agent.http] is off by default; on, it serves this host only, with bounded limits."""
+    assert AgentConfig().agent.http is None
+    http = AgentConfig(agent={"http": {}}).agent.http
+    assert http is not None
+    assert (http.host, http.port, http.max_connections, http.request_timeout) == (
+        "127.0.0.1",
+        7602,
+        16,
+        5.0,
+    )
+    with pytest.raises(ValueError, match="max_connections"):
+        AgentConfig(agent={"http": {"max_connections": 0}})
+    with pytest.raises(ValueError, match="port"):
+        AgentConfig(agent={"http": {"port": 70000}})
