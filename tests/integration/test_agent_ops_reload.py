@@ -180,6 +180,28 @@ async def test_an_invalid_config_is_refused_and_the_old_one_kept(tmp_path: Path)
         assert_exactly_once(fake, agent.named("agent_stopped")[0])
 
 
+async def test_the_log_level_applies_at_once(tmp_path: Path) -> None:
+    """[log] level changes without a restart: after a reload to "warning", info events stop."""
+    config = tmp_path / "agent.toml"
+    spool = tmp_path / "spool.db"
+    async with FakeCollector() as fake:
+        config.write_text(agent_toml(fake.endpoint, spool, simulated("lvl")))
+        agent = await AgentProcess.start(config)
+        try:
+            await fake.wait_for(lambda: "lvl-1" in sensors(fake), 10.0)
+            quiet = agent_toml(fake.endpoint, spool, simulated("lvl"))
+            config.write_text(quiet.replace("[log]\n", '[log]\nlevel = "warning"\n'))
+            agent.proc.send_signal(signal.SIGHUP)
+            await agent.wait_event("config_reloaded")
+            assert await agent.stop() == 0
+        finally:
+            await agent.kill()
+        after = agent.events[agent.events.index(agent.named("config_reloaded")[0]) + 1 :]
+        assert not agent.named("needs_restart")
+        assert [e for e in after if e.get("level") == "info"] == []
+        assert agent.named("stop_requested") == []
+
+
 class Collect:
     """A reading sink that keeps what it is given (bounded by the test's short run)."""
 
