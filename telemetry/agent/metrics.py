@@ -72,7 +72,7 @@ class AgentCollector(PromCollector):
         self._sources = sources
         self._http_refused = http_refused
         #: (oldest seq, its first reading's time): the oldest batch is read once, not per scrape.
-        self._oldest: tuple[int, float | None] | None = None
+        self._oldest: tuple[int, float] | None = None
 
     def collect(self) -> Iterable[Metric]:
         agent = self._agent
@@ -136,11 +136,13 @@ class AgentCollector(PromCollector):
         age = self._oldest_age()
         yield GaugeMetricFamily(
             "telemetry_agent_spool_oldest_age_seconds",
-            "Age of the oldest pending reading, by its ts (0: the spool is empty).",
+            "Age of the oldest pending reading by its ts, else since first scraped (0: empty).",
             value=age if age is not None else 0.0,
         )
 
     def _oldest_age(self) -> float | None:
+        """Seconds since the oldest pending reading was taken (its ``ts``); for a reading
+        without one, since a scrape first saw its batch as the oldest (a lower bound)."""
         seq = self._agent.spool.oldest_seq
         if seq is None:
             self._oldest = None
@@ -148,9 +150,8 @@ class AgentCollector(PromCollector):
         if self._oldest is None or self._oldest[0] != seq:
             batch = self._agent.spool.get(seq)
             taken = reading_time(batch.items[0]) if batch is not None and batch.items else None
-            self._oldest = (seq, taken)
-        taken = self._oldest[1]
-        return max(0.0, time.time() - taken) if taken is not None else None
+            self._oldest = (seq, taken if taken is not None else time.time())
+        return max(0.0, time.time() - self._oldest[1])
 
     def _connection(self) -> Iterable[Metric]:
         agent = self._agent

@@ -79,3 +79,35 @@ def test_agent_http_defaults_and_bounds() -> None:
         AgentConfig(agent={"http": {"max_connections": 0}})
     with pytest.raises(ValueError, match="port"):
         AgentConfig(agent={"http": {"port": 70000}})
+
+
+def test_a_scrape_without_an_event_loop_reads_the_spool() -> None:
+    """The metrics are read from the live objects: spool depth, the oldest reading's age by
+    its ts (or since first scraped), the ledger balance, and no _created series."""
+    from telemetry.agent import Agent, MemorySpool
+    from telemetry.agent.metrics import AgentMetrics
+    from telemetry.agent.reload import SourceSet
+    from telemetry.config import AgentSection
+
+    spool = MemorySpool(1000)
+    agent = Agent(AgentSection(id="u"), spool)
+    metrics = AgentMetrics(agent, SourceSet(agent, "u"), http_refused=lambda: 7)
+    assert metrics.value("telemetry_agent_spool_oldest_age_seconds") == 0
+    spool.add([b'{"sensor":"a","value":1,"ts":%f}' % (time.time() - 100), b'{"sensor":"b"}'])
+    spool.add([b'{"sensor":"c","value":1}'])
+    text = metrics.render().decode()
+    assert "_created" not in text
+    assert metrics.value("telemetry_agent_spool_batches") == 2
+    assert metrics.value("telemetry_agent_spool_readings") == 3
+    assert metrics.value("telemetry_agent_readings_pending") == 3
+    assert metrics.value("telemetry_agent_readings_spooled_total") == 3
+    assert metrics.value("telemetry_agent_http_refused_total") == 7
+    assert metrics.value("telemetry_agent_up") == 0  # never started
+    age = metrics.value("telemetry_agent_spool_oldest_age_seconds")
+    assert age is not None
+    assert 99 < age < 110
+    spool.ack(spool.oldest_seq or 0)
+    age = metrics.value("telemetry_agent_spool_oldest_age_seconds")
+    assert age is not None
+    assert 0 <= age < 5  # no ts: counted from this scrape on
+    assert metrics.value("telemetry_agent_readings_acked_total") == 2
