@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +114,21 @@ def test_a_scrape_without_an_event_loop_reads_the_spool() -> None:
     assert age is not None
     assert 0 <= age < 5  # no ts: counted from this scrape on
     assert metrics.value("telemetry_agent_readings_acked_total") == 2
+
+
+def test_without_prometheus_client_agent_http_names_the_install(tmp_path: Path) -> None:
+    """An agent-only install with [agent.http]: one line naming the pip install, exit 2."""
+    config = tmp_path / "agent.toml"
+    config.write_text('[agent.http]\nport = 0\n[[sources]]\ntype = "simulated"\n')
+    script = (
+        "import sys\nsys.modules['prometheus_client'] = None\n"
+        f"from telemetry.cli import main\nsys.exit(main(['agent', '--config', {str(config)!r}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert "[agent.http]" in done.stderr
+    assert "pip install 'sensor-telemetry[collector]'" in done.stderr
