@@ -183,11 +183,6 @@ class SourceSet:
     # --- what the sources did -----------------------------------------------------------
 
     @property
-    def names(self) -> list[str]:
-        """The running sources' names (ended ones included until a reload stops them)."""
-        return [r.source.name for r in self._running]
-
-    @property
     def running_names(self) -> list[str]:
         """The names of the sources whose task is still running."""
         return [r.source.name for r in self._running if not r.task.done()]
