@@ -30,6 +30,11 @@ log = get_logger("telemetry.agent.http")
 
 #: Longest request head (request line and headers) read; a longer one is answered 431.
 MAX_HEAD_BYTES = 8192
+#: After an error answer, the client's unread bytes are read and discarded for at most this
+#: long and this much before closing ("lingering close"): closing a socket with unread input
+#: sends a reset, which can destroy the answer before the client reads it.
+LINGER_SECONDS = 0.5
+LINGER_MAX_BYTES = 64 * 1024
 
 _REASONS = {
     200: "OK",
@@ -125,6 +130,7 @@ class AgentHttp:
             if self._active >= self.config.max_connections:
                 self.refused += 1
                 await self._reply(writer, response(503, b"busy\n", "text/plain"))
+                await _linger(reader, writer)
                 return
             self._active += 1
             try:
@@ -147,15 +153,18 @@ class AgentHttp:
                 head = await reader.readuntil(b"\r\n\r\n")
         except TimeoutError:
             await self._reply(writer, response(408, b"request timeout\n", "text/plain"))
+            await _linger(reader, writer)
             return
         except asyncio.LimitOverrunError:
             await self._reply(writer, response(431, b"request head too large\n", "text/plain"))
+            await _linger(reader, writer)
             return
         except (asyncio.IncompleteReadError, OSError):
             return  # the client went away
         request = parse_request_line(head)
         if request is None:
             await self._reply(writer, response(400, b"bad request\n", "text/plain"))
+            await _linger(reader, writer)
             return
         await self._reply(writer, self.answer(*request))
 
@@ -165,3 +174,18 @@ class AgentHttp:
             async with asyncio.timeout(self.config.request_timeout):
                 writer.write(data)
                 await writer.drain()
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close, then read and discard what the client still sends, bounded in time and
+    bytes (:data:`LINGER_SECONDS`, :data:`LINGER_MAX_BYTES`), so the answer is not reset."""
+    with contextlib.suppress(OSError, TimeoutError, RuntimeError):
+        if writer.can_write_eof():
+            writer.write_eof()
+        discarded = 0
+        async with asyncio.timeout(LINGER_SECONDS):
+            while discarded < LINGER_MAX_BYTES:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    return
+                discarded += len(chunk)

@@ -135,6 +135,11 @@ async def test_the_http_port_is_bounded(tmp_path: Path) -> None:
             for reader in readers:  # each silent client is answered 408 and closed
                 answer = await asyncio.wait_for(reader.read(), scaled(3.0))
                 assert answer.startswith(b"HTTP/1.1 408 ")
+            for writer in idle:  # the port lingers until the client closes (0.5 s at most)
+                writer.close()
+                await writer.wait_closed()
+            idle.clear()
+            await asyncio.sleep(scaled(0.6))  # past the linger even if the close went unseen
             _, _, body = await get(port, "/metrics")
             assert samples(body.decode())[("telemetry_agent_http_refused_total", ())] == 1
             huge = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 10_000 + b"\r\n\r\n"
