@@ -11,13 +11,11 @@ ids and compares their content with the batch's; a record whose id is stored wit
 content is refused (:class:`RefusedRecords`) after the rest is committed. A batch of new
 readings pays nothing for this.
 
-The table has one index besides ``id``'s: ``readings_ts`` on ``ts``. Readings arrive roughly
-in time order, so its inserts land at its end; an index on ``(sensor, ts)`` (the schema until
-issue 19) takes an insert at as many places as there are sensors, and cut the rate of a growing
-table to a fifth (docs/benchmarks.md). Queries by sensor over a time range use ``ts`` to find
-the range (docs/queries.md). A file made before is changed at start: the old index is dropped.
-Rows are built on the sink's thread (:func:`~telemetry.sinks.encoding.table_rows`), not on the
-event loop.
+The table has one index besides ``id``'s: ``readings_sensor_ts`` on ``(sensor, ts)``, for the
+queries by sensor and time (docs/queries.md). It is what limits the rate of a growing table:
+an insert lands at as many places in it as there are sensors (docs/benchmarks.md has the
+figures with and without it). Rows are built on the sink's thread
+(:func:`~telemetry.sinks.encoding.table_rows`), not on the event loop.
 """
 
 from __future__ import annotations
@@ -53,8 +51,7 @@ CREATE TABLE IF NOT EXISTS readings (
     tags        TEXT NOT NULL DEFAULT '{}',
     received_at TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts);
-DROP INDEX IF EXISTS readings_sensor_ts;
+CREATE INDEX IF NOT EXISTS readings_sensor_ts ON readings (sensor, ts);
 """
 
 INSERT = (
