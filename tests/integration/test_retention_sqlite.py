@@ -183,7 +183,7 @@ async def test_latest_is_the_newest_row_of_each_sensor(tmp_path: Path) -> None:
                 "a",
                 f"s{i % 3}",
                 float(i),
-                base + timedelta(seconds=(i * 7) % 20),
+                base + timedelta(seconds=(i * 7) % 41),
                 base + timedelta(minutes=1),
                 tags={"k": "v"},
             )
