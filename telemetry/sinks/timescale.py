@@ -137,6 +137,8 @@ async def apply_policies(
     if not policies:
         return done
     async with conn.transaction():
+        # Collectors starting together: one sets the policies, the others then find them set.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"policies:{qualified}")
         for policy, interval in policies:
             enabled = True
             if policy is COMPRESSION:
