@@ -35,19 +35,31 @@ class _Connection(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """One TimescaleDB policy: its job's procedure, its config key, its add/remove functions."""
+    """One TimescaleDB policy: its job's procedure, the key of its interval in the job's
+    config, its add function's interval argument, its add/remove functions."""
 
     proc: str
     key: str
+    arg: str
     add: str
     remove: str
 
 
+#: The job config stores ``drop_after`` as ``retention_window`` (TimescaleDB's
+#: ``tsl/src/bgw_policy/retention_api.c``).
 RETENTION = Policy(
-    "policy_retention", "drop_after", "add_retention_policy", "remove_retention_policy"
+    "policy_retention",
+    "retention_window",
+    "drop_after",
+    "add_retention_policy",
+    "remove_retention_policy",
 )
 COMPRESSION = Policy(
-    "policy_compression", "compress_after", "add_compression_policy", "remove_compression_policy"
+    "policy_compression",
+    "compress_after",
+    "compress_after",
+    "add_compression_policy",
+    "remove_compression_policy",
 )
 
 
@@ -70,7 +82,7 @@ def add_sql(policy: Policy) -> str:
     """Add the policy to the table ``$1`` (regclass text) with the interval ``$2``, unless the
     table has one."""
     return (
-        f"SELECT {policy.add}($1::text::regclass, {policy.key} => $2::interval, "
+        f"SELECT {policy.add}($1::text::regclass, {policy.arg} => $2::interval, "
         "if_not_exists => true)"
     )
 

@@ -55,7 +55,8 @@ def test_the_statements_name_timescaledb_functions_with_if_not_exists() -> None:
         "SELECT remove_retention_policy($1::text::regclass, if_exists => true)"
     )
     assert "proc_name = 'policy_retention'" in differs_sql(RETENTION)
-    assert "config->>'drop_after'" in differs_sql(RETENTION)
+    # The job config's key is retention_window, not the argument's name (retention_api.c).
+    assert "config->>'retention_window'" in differs_sql(RETENTION)
     assert "config->>'compress_after'" in differs_sql(COMPRESSION)
     assert enable_compression_sql(TABLE) == (
         'ALTER TABLE "public"."readings" SET (timescaledb.compress, '
