@@ -38,6 +38,8 @@ from telemetry.sinks.base import (
     content_of,
 )
 from telemetry.sinks.encoding import table_rows
+from telemetry.sinks.latest import SQLITE_LATEST, record_of
+from telemetry.sinks.sqlite_retention import Retention
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -80,6 +82,8 @@ class SqliteSink:
         self.synchronous = config.synchronous
         self._db: sqlite3.Connection | None = None
         self._thread = WorkerThread(f"sink-{self.name}")
+        #: ``max_age`` / ``max_rows``: pruned in the background (telemetry.sinks.sqlite_retention).
+        self.retention = Retention(self.name, config, self._thread.run)
 
     async def start(self) -> None:
         """Open the file (WAL mode) and create the table; a file another process holds locked
@@ -92,6 +96,7 @@ class SqliteSink:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise TransientSinkError(message) from exc
             raise PermanentSinkError(message) from exc
+        self.retention.start(self._db)
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +138,14 @@ class SqliteSink:
         if refused:
             raise RefusedRecords(refused)
 
+    async def latest(self, limit: int) -> list[Record]:
+        """The newest reading (by ``ts``) of at most ``limit`` sensors (telemetry.sinks.latest)."""
+        db = started(self._db, "sqlite")
+        rows = await self._thread.run(lambda: db.execute(SQLITE_LATEST, (limit,)).fetchall())
+        return [record_of(row) for row in rows]
+
     async def close(self) -> None:
+        await self.retention.stop()
         db, self._db = self._db, None
         if db is not None:
             await self._thread.run(db.close)
