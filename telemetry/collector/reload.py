@@ -131,10 +131,16 @@ class Reloader:
         self.target = target
         self._lock = asyncio.Lock()
         self._waiting = False  # a requested reload has not begun yet: further SIGHUPs join it
+        self._deferred = False  # a SIGHUP came while the collector was starting
         self._tasks: set[asyncio.Task[bool]] = set()
 
     def request(self) -> None:
-        """SIGHUP: reload soon (at most one reload waits behind the running one)."""
+        """SIGHUP: reload soon (at most one reload waits behind the running one); while the
+        collector starts, once it serves (:meth:`serving`)."""
+        if self.target.state == "starting":
+            self._deferred = True
+            log.info("reload_requested", note="applied once the collector serves")
+            return
         if self._waiting:
             log.info("reload_requested", note="joins the reload already waiting")
             return
@@ -142,6 +148,17 @@ class Reloader:
         task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def serving(self) -> None:
+        """The collector serves now: run a reload requested while it started."""
+        if self._deferred:
+            self._deferred = False
+            self.request()
+
+    async def settled(self) -> None:
+        """Wait until no requested reload is waiting or running."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
 
     def cancel(self) -> None:
         """The collector drains: a reload not committed yet is abandoned."""

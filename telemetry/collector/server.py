@@ -148,6 +148,7 @@ class Collector:
             await self._abort()
             raise listen_error(exc, f"{ingest.host}:{ingest.port}") from None
         self.state = "serving"
+        self.reloads.serving()
         log.info(
             "collector_started",
             collector=self.config.collector.id,

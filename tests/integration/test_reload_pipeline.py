@@ -181,7 +181,24 @@ async def test_sighups_during_a_reload_fold_into_one_more(tmp_path):
         for _ in range(5):
             collector.reloads.request()
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(collector.reloads.settled(), timeout(10))
         assert reloads == 2
+    finally:
+        await collector.shutdown()
+
+
+async def test_a_sighup_during_start_up_is_applied_once_the_collector_serves(tmp_path):
+    """A reload requested while the sinks start is neither lost nor run half-started: it
+    runs once the collector serves."""
+    path = tmp_path / "collector.toml"
+    sqlite_config(path, ("main", tmp_path / "a.db"))
+    collector = Collector(load_config(CollectorConfig, path), config_path=path)
+    sqlite_config(path, ("main", tmp_path / "a.db"), ("more", tmp_path / "b.db"))
+    collector.reloads.request()
+    assert [r.name for r in collector.pipeline.runners] == ["main"]
+    await collector.start()
+    try:
+        await asyncio.wait_for(collector.reloads.settled(), timeout(10))
+        assert [r.name for r in collector.pipeline.runners] == ["main", "more"]
     finally:
         await collector.shutdown()
