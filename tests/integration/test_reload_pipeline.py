@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from telemetry.collector import Collector
 from telemetry.collector.pipeline import DeliveryFailed, Pipeline, SinkRunner
 from telemetry.config import CollectorConfig, NullSinkConfig, load_config
-from telemetry.sinks.base import Record
+from telemetry.sinks.base import DeadLetter, Record
 from tests.support import RecordingSink, WireClient, timeout
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
@@ -26,7 +27,7 @@ def records(n: int, start: int = 0) -> list[Record]:
     ]
 
 
-def runner(sink: RecordingSink, **options: float) -> SinkRunner:
+def runner(sink: RecordingSink, **options: Any) -> SinkRunner:
     return SinkRunner(sink, NullSinkConfig(type="null", flush_interval=0, **options))
 
 
@@ -123,6 +124,38 @@ async def test_a_retired_sink_that_cannot_drain_fails_its_batches_instead_of_han
     await asyncio.wait_for(pipeline.retired(), timeout(5))
     assert stuck.closed == 1
     await pipeline.close(timeout(5))
+
+
+def letter(reason: str) -> DeadLetter:
+    return DeadLetter.of({"v": 1}, agent="a", reason=reason, received_at=NOW, max_bytes=100)
+
+
+async def test_dead_letter_sinks_are_swapped_like_the_others():
+    """A replaced dead-letter sink writes the letters queued before the swap, then closes;
+    later letters, and the refusals a retired reading sink meets while it drains, go to its
+    replacement."""
+    readings, old_dl, new_dl = RecordingSink("r"), RecordingSink("dl"), RecordingSink("dl")
+    readings.gate, old_dl.gate = asyncio.Event(), asyncio.Event()
+    readings.refuse = lambda record: record.value == 1
+    pipeline = Pipeline([runner(readings), runner(old_dl, dead_letter=True)])
+    await pipeline.start()
+    await pipeline.submit_fire_and_forget(records(2))  # value 1 is refused: a dead letter
+    pipeline.dead_letter([letter("before")])
+    successor = runner(new_dl, dead_letter=True)
+    await successor.start(after=pipeline.dead_letter_runners[0].closed)
+    others = runner(RecordingSink("r2"))
+    await others.start()
+    pipeline.replace([others, successor], drain_timeout=timeout(5))
+    pipeline.dead_letter([letter("after")])
+    readings.gate.set()
+    old_dl.gate.set()
+    await asyncio.wait_for(pipeline.retired(), timeout(5))
+    await pipeline.close(timeout(5))
+    assert [item.reason for item in old_dl.records] == ["before"]
+    reasons = [item.reason for item in new_dl.records]
+    assert reasons[0] == "after"
+    assert reasons[1].startswith("sink r: ")
+    assert (readings.ids, old_dl.closed, new_dl.closed) == (["a:0:0"], 1, 1)
 
 
 def sqlite_config(path: Path, *sinks: tuple[str, Path]) -> None:
