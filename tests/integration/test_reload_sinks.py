@@ -125,7 +125,8 @@ def test_sighup_adds_removes_and_replaces_sinks_while_agents_stream(tmp_path: Pa
         for n in range(1, AGENTS + 1)
     ]
     try:
-        wait_until(lambda: collector.count() > 0, 20, "the first readings")
+        every_agent = lambda count: all(count(a.id) for a in agents)  # noqa: E731
+        wait_until(lambda: every_agent(collector.count), 20, "every agent's first readings")
 
         write_config(collector, http_port, sqlite(old_db) + jsonl("j1", j1) + jsonl("j2", j2))
         added = sighup(collector, "config_reloaded", 1)
@@ -134,7 +135,8 @@ def test_sighup_adds_removes_and_replaces_sinks_while_agents_stream(tmp_path: Pa
             ["j2"],
             [],
         )
-        wait_until(lambda: j2.exists() and j2.stat().st_size > 0, 20, "j2 to be written")
+        in_j2 = lambda agent: j2.exists() and f'"{agent}:' in j2.read_text()  # noqa: E731
+        wait_until(lambda: every_agent(in_j2), 20, "every agent's readings in j2")
 
         write_config(collector, http_port, sqlite(old_db) + jsonl("j2", j2))
         removed = sighup(collector, "config_reloaded", 2)
@@ -149,6 +151,8 @@ def test_sighup_adds_removes_and_replaces_sinks_while_agents_stream(tmp_path: Pa
             ["sqlite"],
         )
         assert sighup_settled(collector, 2)["sinks"] == ["sqlite"]
+        in_new = lambda agent: any(row[1] == agent for row in rows([new_db]))  # noqa: E731
+        wait_until(lambda: every_agent(in_new), 20, "every agent's readings in the new file")
 
         good = collector.config.read_text()
         collector.config.write_text(good + "[ingest\n")
