@@ -4,7 +4,8 @@ How this works: :meth:`Collector.start` starts the sinks, then the listeners. Ea
 connection is served by a :class:`Connection` task. :meth:`Collector.shutdown` (on SIGTERM or
 SIGINT) drains: readiness turns 503, the listener stops accepting, every connection gets
 ``goaway`` and stops reading, in-flight batches are written and acked, then the sinks are
-flushed and closed, all within ``shutdown_timeout``.
+flushed and closed, all within ``shutdown_timeout``. SIGHUP reloads the config without
+dropping a connection (:mod:`telemetry.collector.reload`).
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ class Collector:
         ``on_started`` runs once the listeners are up (the CLI tunes the GC there).
         """
         loop = asyncio.get_running_loop()
-        # Before the listeners open: a SIGHUP that comes as soon as the port answers reloads.
+        # Before the listeners open: a SIGHUP that comes as soon as the port answers reloads
+        # (one during start-up waits until the collector serves).
         loop.add_signal_handler(signal.SIGHUP, self.reloads.request)
         try:
             await self.start()
