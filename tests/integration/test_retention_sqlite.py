@@ -13,9 +13,9 @@ import pytest
 from pydantic import ValidationError
 
 from telemetry.config import SqliteSinkConfig
-from telemetry.protocol import format_timestamp
-from telemetry.sinks._common import COLUMNS, record_row
+from telemetry.sinks._common import COLUMNS
 from telemetry.sinks.base import Record
+from telemetry.sinks.encoding import table_rows
 from telemetry.sinks.sqlite import SCHEMA, SqliteSink
 from tests.support import timeout
 
@@ -30,7 +30,7 @@ def fill(path: Path, count: int, received_at: datetime, first: int = 0) -> None:
     """``count`` rows written straight into the file (fast), all received at ``received_at``."""
     db = sqlite3.connect(path)
     db.executescript(SCHEMA)
-    row = record_row(reading(0, received_at), format_timestamp)
+    row = table_rows([reading(0, received_at)])[0]
     rows = [(f"a:0:{first + i}", *row[1:]) for i in range(count)]
     db.executemany(
         f"INSERT INTO readings ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
