@@ -326,9 +326,9 @@ async def test_a_slow_sink_causes_no_redelivery(stream: Stream, start_relay: Any
     await stream.publish(records(0, 20))
     sink = RecordingSink()
     sink.gate = asyncio.Event()
-    relay = await start_relay(relay_config(stream, ack_wait=1.0), [sink], write_timeout=10)
+    relay = await start_relay(relay_config(stream, ack_wait=1.5), [sink], write_timeout=20)
     await until(lambda: relay.ledger.in_flight == 20)
-    await asyncio.sleep(timeout(3))  # three ack_waits
+    await asyncio.sleep(timeout(5))  # over three ack_waits
     sink.gate.set()
     await until(lambda: relay.ledger.acked == 20)
     assert relay.ledger.redelivered == 0
