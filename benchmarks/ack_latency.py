@@ -31,10 +31,19 @@ CONNECTIONS = 4
 #: The sqlite sink's default flush_interval, in ms: the target is this + 25 ms.
 FLUSH_MS = SqliteSinkConfig.model_fields["flush_interval"].default * 1000
 TARGET_MS = FLUSH_MS + 25
+_runs: list[int] = []
 
 
 def _bench(port: int, payloads: Payloads, **options: Any) -> Any:
-    opts = BenchOptions(port=port, connections=CONNECTIONS, batch=500, timeout=60, **options)
+    _runs.append(len(_runs))  # agent ids of their own: no run takes over another's sessions
+    opts = BenchOptions(
+        port=port,
+        connections=CONNECTIONS,
+        batch=500,
+        timeout=60,
+        agent_prefix=f"latency{len(_runs)}",
+        **options,
+    )
     return run_async(lambda: run_bench(opts, payloads))
 
 

@@ -1,6 +1,7 @@
 """Memory of the collector holding 10,000 idle agent connections, each after ``hello``.
 
-Starts ``telemetry collect [--workers N]`` (null sink, ``max_connections`` 10,100, idle
+Starts ``telemetry collect [--workers N]`` (null sink, ``max_connections`` and
+``max_connections_per_ip`` 10,100 (all from one address), idle
 timeout 600 s), raises the open-file limit to the hard limit (inherited by the collector),
 then opens the connections from this process with a minimal asyncio protocol: each sends
 ``hello`` and waits for ``welcome``, 256 handshakes at a time. Prints the collector's RSS
@@ -83,7 +84,10 @@ async def hold(port: int, count: int, measure: Any) -> dict[str, Any]:
 
 def run_idle(workers: int, count: int) -> dict[str, Any]:
     raise_nofile()
-    ingest = f"max_connections = {count + 100}\nidle_timeout = 600"
+    ingest = (
+        f"max_connections = {count + 100}\nmax_connections_per_ip = {count + 100}\n"
+        "idle_timeout = 600"
+    )
     with collector(workers, ingest=ingest) as col:
         time.sleep(1)
         before = col.rss()

@@ -203,9 +203,9 @@ async def mqtt_raw(topic: str) -> tuple[Writer, Callable[[], Awaitable[None]]]:
 
     from telemetry.sinks.mqtt import WINDOW
 
-    client = aiomqtt.Client(
-        "127.0.0.1", 1883, max_inflight_messages=WINDOW, logger=logging.getLogger("mqtt-raw")
-    )
+    quiet = logging.getLogger("mqtt-raw")  # paho warns of every publish queued behind the window
+    quiet.setLevel(logging.ERROR)
+    client = aiomqtt.Client("127.0.0.1", 1883, max_inflight_messages=WINDOW, logger=quiet)
     await client.__aenter__()
     window = asyncio.Semaphore(WINDOW)
 
