@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from telemetry.agent.sender import first_endpoint
 from telemetry.collector.handoff import try_send_connection, wait_writable
 from telemetry.config import CollectorConfig
 from telemetry.protocol import FrameDecoder, encode_frame
@@ -34,6 +35,16 @@ EXAMPLES_FACTOR = float(os.environ.get("TELEMETRY_TEST_EXAMPLES_FACTOR", "1"))
 def examples(count: int) -> int:
     """A property test's ``max_examples``, scaled by TELEMETRY_TEST_EXAMPLES_FACTOR."""
     return max(10, round(count * EXAMPLES_FACTOR))
+
+
+def tried_in_order(agent_id: str, *endpoints: str) -> list[str]:
+    """An ``endpoints`` list that the agent ``agent_id`` tries in the order given here.
+
+    An agent starts at the index :func:`~telemetry.agent.sender.first_endpoint` derives from
+    its id, then goes round: the list is rotated so that this index holds ``endpoints[0]``.
+    """
+    start = first_endpoint(agent_id, len(endpoints))
+    return [endpoints[(i - start) % len(endpoints)] for i in range(len(endpoints))]
 
 
 def frame(obj: Any) -> bytes:
