@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from telemetry.agent.sender import first_endpoint
+from telemetry.agent.endpoint_order import endpoint_stride, first_endpoint
 from telemetry.collector.handoff import try_send_connection, wait_writable
 from telemetry.config import CollectorConfig
 from telemetry.protocol import FrameDecoder, encode_frame
@@ -40,11 +40,16 @@ def examples(count: int) -> int:
 def tried_in_order(agent_id: str, *endpoints: str) -> list[str]:
     """An ``endpoints`` list that the agent ``agent_id`` tries in the order given here.
 
-    An agent starts at the index :func:`~telemetry.agent.sender.first_endpoint` derives from
-    its id, then goes round: the list is rotated so that this index holds ``endpoints[0]``.
+    An agent tries index ``first + k * stride`` (modulo the length) at its ``k``-th try,
+    both derived from its id (:mod:`telemetry.agent.endpoint_order`): ``endpoints[k]`` is
+    put there.
     """
-    start = first_endpoint(agent_id, len(endpoints))
-    return [endpoints[(i - start) % len(endpoints)] for i in range(len(endpoints))]
+    count = len(endpoints)
+    first, stride = first_endpoint(agent_id, count), endpoint_stride(agent_id, count)
+    ordered = [""] * count
+    for k, endpoint in enumerate(endpoints):
+        ordered[(first + k * stride) % count] = endpoint
+    return ordered
 
 
 def frame(obj: Any) -> bytes:

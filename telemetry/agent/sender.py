@@ -1,11 +1,11 @@
 """The sender: keeps a connection to a collector and moves the spool's batches over it.
 
-How this works: :meth:`Sender.run` loops forever over the configured endpoints, in turn,
-starting at the one :func:`first_endpoint` derives from the agent's id: a fleet of agents
+How this works: :meth:`Sender.run` loops forever over the configured endpoints in the order
+:class:`~telemetry.agent.endpoint_order.EndpointOrder` derives from the agent's id: a fleet
 given the same ``endpoints`` list spreads evenly over them (and each agent comes back to the
 same collector after a restart) instead of all landing on the first entry. Whatever ends a
 connection (a ``goaway`` from a draining collector or from ``max_connection_age``, a loss, a
-refused handshake), the next connection goes to the next endpoint.
+refused handshake), the next connection goes to the next endpoint of that order.
 
 Each pass connects, sends ``hello``, waits for ``welcome`` (``connect_timeout``) and then
 serves an :class:`~telemetry.agent.session.AgentSession`, the sans-I/O core that holds the
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import random
 import time
 from collections.abc import Callable
@@ -59,6 +58,7 @@ from telemetry.agent.connection import (
     ConnectionClosed,
     remember,
 )
+from telemetry.agent.endpoint_order import EndpointOrder
 from telemetry.agent.session import AgentSession, check_welcome, clip
 from telemetry.agent.spool import Spool
 from telemetry.backoff import Backoff
@@ -68,25 +68,13 @@ from telemetry.protocol import Hello, ProtocolError
 from telemetry.ratelog import RateLimitedLog
 from telemetry.tls import client_tls
 
-__all__ = ["Outcome", "Sender", "SenderStats", "first_endpoint"]
+__all__ = ["Outcome", "Sender", "SenderStats"]
 
 log = get_logger("telemetry.agent.sender")
 
 #: Seconds between retries of acks the spool failed to apply (disk full), and between two
 #: ``spool_write_failed`` events.
 SPOOL_RETRY_INTERVAL = 1.0
-
-
-def first_endpoint(agent_id: str, count: int) -> int:
-    """The index of the endpoint an agent connects to first, out of ``count``.
-
-    A hash of the agent's id (BLAKE2b, not Python's salted ``hash``): stable across restarts
-    and machines, and evenly spread over a fleet whose ids differ only by a number.
-    """
-    if count < 1:
-        raise ValueError(f"an agent needs at least one endpoint, got {count}")
-    digest = hashlib.blake2b(agent_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % count
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
@@ -123,8 +111,8 @@ class Sender:
         #: TLS to the collectors, built once (an unreadable CA or key fails here, at start).
         self._tls = client_tls(section.tls)
         self._wake = asyncio.Event()
-        #: Index (modulo the list) of the endpoint the next connection goes to.
-        self._next_endpoint = first_endpoint(section.id, len(section.endpoints))
+        #: Which endpoint the next connection goes to (spread by the agent's id).
+        self._order = EndpointOrder(section.id, section.endpoints)
         #: Acks received whose spool write failed: applied again until one succeeds.
         self._unapplied: dict[int, AckBatch] = {}
         self._write_errors = RateLimitedLog(log, SPOOL_RETRY_INTERVAL)
@@ -144,20 +132,13 @@ class Sender:
         lookups = asyncio.create_task(remember(endpoints, self.section.connect_timeout))
         with structlog.contextvars.bound_contextvars(agent=self.section.id):
             try:
-                await self._run(endpoints)
+                await self._run()
             finally:
                 lookups.cancel()
 
-    def next_endpoint(self) -> str:
-        """The endpoint to connect to now; the one after it next time (round robin)."""
-        endpoints = self.section.endpoints
-        endpoint = endpoints[self._next_endpoint % len(endpoints)]
-        self._next_endpoint += 1
-        return endpoint
-
-    async def _run(self, endpoints: list[str]) -> None:
+    async def _run(self) -> None:
         while True:
-            endpoint = self.next_endpoint()
+            endpoint = self._order.next()
             try:
                 outcome = await self._connect_and_serve(endpoint)
             except Exception:  # a bug must not end delivery: log it and reconnect
@@ -169,7 +150,7 @@ class Sender:
                 after=outcome.value,
                 delay=round(delay, 3),
                 attempt=self._backoff.attempt,
-                next_endpoint=endpoints[self._next_endpoint % len(endpoints)],
+                next_endpoint=self._order.peek(),
             )
             await asyncio.sleep(delay)
 

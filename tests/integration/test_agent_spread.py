@@ -8,7 +8,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from telemetry.agent import Agent, MemorySpool
-from telemetry.agent.sender import first_endpoint
+from telemetry.agent.endpoint_order import first_endpoint
 from telemetry.config import AgentSection
 from tests.conftest import StartCollector
 from tests.integration.fake_collector import scaled

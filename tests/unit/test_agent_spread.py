@@ -1,4 +1,4 @@
-"""Agents given the same endpoints spread over them (no event loop: the rule and the order)."""
+"""Agents given the same endpoints spread over them: the order rule, without an event loop."""
 
 from __future__ import annotations
 
@@ -7,60 +7,92 @@ from collections import Counter
 import pytest
 
 from telemetry.agent import MemorySpool
-from telemetry.agent.sender import Sender, first_endpoint
+from telemetry.agent.endpoint_order import EndpointOrder, endpoint_stride, first_endpoint
+from telemetry.agent.sender import Sender
 from telemetry.config import AgentSection
 from tests.support import tried_in_order
 
 ENDPOINTS = ["c1:7600", "c2:7600", "c3:7600"]
+FLEET = [f"sensor-{n:04d}" for n in range(3000)]
 
 
-def sender(agent_id: str, endpoints: list[str] = ENDPOINTS) -> Sender:
-    return Sender(AgentSection(id=agent_id, endpoints=endpoints), MemorySpool(100))
+def tried(order: EndpointOrder, count: int) -> list[str]:
+    """The first ``count`` endpoints ``order`` yields."""
+    return [order.next() for _ in range(count)]
 
 
 @pytest.mark.parametrize("count", [2, 3, 5])
 def test_a_fleet_with_numbered_ids_spreads_evenly(count: int) -> None:
     """3,000 agents named sensor-0000.. start within 10 % of an even share on each endpoint."""
-    starts = Counter(first_endpoint(f"sensor-{n:04d}", count) for n in range(3000))
-    share = 3000 / count
+    starts = Counter(first_endpoint(agent_id, count) for agent_id in FLEET)
+    share = len(FLEET) / count
     assert sorted(starts) == list(range(count))
     assert all(abs(starts[i] - share) < 0.1 * share for i in range(count)), starts
 
 
-def test_the_first_endpoint_is_stable_for_an_id() -> None:
-    """The same id starts at the same endpoint every time (a restarted agent comes back)."""
+def test_the_agents_of_a_drained_collector_split_over_the_others() -> None:
+    """With three collectors, the agents that started on one move half to each other one."""
+    on_first = [a for a in FLEET if first_endpoint(a, 3) == 0]
+    seconds = Counter(tried(EndpointOrder(a, ENDPOINTS), 2)[1] for a in on_first)
+    assert set(seconds) == {"c2:7600", "c3:7600"}
+    assert abs(seconds["c2:7600"] - seconds["c3:7600"]) < 0.15 * len(on_first), seconds
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 6, 7])
+def test_every_endpoint_is_tried_once_per_round(count: int) -> None:
+    """Whatever the id, count tries visit each endpoint once, then the round repeats."""
+    endpoints = [f"c{n}:7600" for n in range(count)]
+    for agent_id in FLEET[:200]:
+        visits = tried(EndpointOrder(agent_id, endpoints), 2 * count)
+        assert sorted(visits[:count]) == endpoints
+        assert visits[count:] == visits[:count]
+
+
+def test_the_order_is_stable_for_an_id() -> None:
+    """The same id makes the same choices every time (a restarted agent comes back)."""
     assert first_endpoint("edge-17", 3) == first_endpoint("edge-17", 3)
+    assert endpoint_stride("edge-17", 5) == endpoint_stride("edge-17", 5)
     # Pinned: BLAKE2b of the id, not Python's per-process salted hash().
     assert [first_endpoint(f"agent-{n}", 2) for n in range(1, 9)] == [0, 0, 1, 0, 0, 1, 0, 1]
 
 
-def test_one_endpoint_is_always_the_first() -> None:
-    """With a single endpoint every agent uses it."""
-    assert {first_endpoint(f"a{n}", 1) for n in range(50)} == {0}
+def test_the_stride_shares_no_factor_with_the_count() -> None:
+    """Strides over 6 endpoints are 1 or 5, over 4 are 1 or 3; over 1 or 2 always 1."""
+    assert {endpoint_stride(a, 6) for a in FLEET[:100]} == {1, 5}
+    assert {endpoint_stride(a, 4) for a in FLEET[:100]} == {1, 3}
+    assert {endpoint_stride(a, 2) for a in FLEET[:100]} == {1}
+    assert {endpoint_stride(a, 1) for a in FLEET[:100]} == {1}
 
 
 def test_no_endpoint_is_an_error() -> None:
     """Zero endpoints is refused with the number in the message."""
     with pytest.raises(ValueError, match="got 0"):
         first_endpoint("a", 0)
+    with pytest.raises(ValueError, match="got 0"):
+        endpoint_stride("a", 0)
+
+
+def test_peek_names_what_next_returns() -> None:
+    """peek() is the endpoint the next call to next() returns, and does not move on."""
+    order = EndpointOrder("agent-7", ENDPOINTS)
+    for _ in range(5):
+        upcoming = order.peek()
+        assert order.peek() == upcoming
+        assert order.next() == upcoming
 
 
 def test_senders_with_one_list_start_on_different_endpoints() -> None:
-    """Twelve agents with one endpoints list do not all start on its first entry."""
-    firsts = Counter(sender(f"agent-{n}").next_endpoint() for n in range(12))
+    """Twelve senders with one endpoints list do not all start on its first entry."""
+    firsts = Counter(
+        Sender(AgentSection(id=f"agent-{n}", endpoints=ENDPOINTS), MemorySpool(100))._order.peek()
+        for n in range(12)
+    )
     assert set(firsts) == set(ENDPOINTS), firsts
 
 
-def test_a_sender_goes_round_the_list_from_its_first_endpoint() -> None:
-    """After its first endpoint a sender moves to the next one on every reconnect, wrapping."""
-    one = sender("agent-7")
-    start = first_endpoint("agent-7", 3)
-    tried = [one.next_endpoint() for _ in range(7)]
-    assert tried == [ENDPOINTS[(start + n) % 3] for n in range(7)]
-
-
-def test_tried_in_order_rotates_the_list_for_the_agent() -> None:
-    """The tests' helper gives a list the agent tries in exactly the order named."""
-    for agent_id in ("test-agent", "agent-1", "agent-3", "x"):
-        one = sender(agent_id, tried_in_order(agent_id, *ENDPOINTS))
-        assert [one.next_endpoint() for _ in range(4)] == [*ENDPOINTS, ENDPOINTS[0]]
+def test_tried_in_order_gives_the_order_named() -> None:
+    """The tests' helper builds a list an agent tries in exactly the order given."""
+    endpoints = [f"c{n}:7600" for n in range(5)]
+    for agent_id in ("test-agent", "agent-1", "agent-3", "x", "cli"):
+        order = EndpointOrder(agent_id, tried_in_order(agent_id, *endpoints))
+        assert tried(order, 6) == [*endpoints, endpoints[0]]
