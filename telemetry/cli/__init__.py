@@ -15,7 +15,7 @@ import os
 import sys
 
 from telemetry import DISTRIBUTION
-from telemetry.cli import agent, bench, check_config, collect, send, spool, tail
+from telemetry.cli import agent, bench, check_config, collect, relay, send, spool, tail
 from telemetry.cli._common import EPILOG, fail
 
 #: ``typing.TYPE_CHECKING`` without importing typing (``telemetry --help`` stays cheap).
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main", "version"]
 
 #: The command modules, in the order ``telemetry --help`` lists them.
-COMMANDS = (collect, agent, send, spool, tail, bench, check_config)
+COMMANDS = (collect, agent, relay, send, spool, tail, bench, check_config)
 
 
 def build_parser() -> argparse.ArgumentParser:

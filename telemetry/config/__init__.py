@@ -3,11 +3,11 @@ nothing of the collector, and only the side's models that are asked for.
 
 A config is read from a TOML file and then from the environment, which wins
 (:mod:`.loading`). One module per concern: :mod:`.base` (the strict base, ``[log]``),
-:mod:`.collector` and :mod:`.agent` (one side each), :mod:`.sinks` (``[[sinks]]``, plugin
-configs) and :mod:`.sources` (``[[sources]]``). Every public name is available here, so
-``from telemetry.config import CollectorConfig`` is the way to import them; the package
-imports the module that defines a name on first use (:func:`__getattr__`), so that
-``from telemetry.config import AgentConfig`` builds the agent's models and not the
+:mod:`.collector`, :mod:`.agent` and :mod:`.relay` (one side each), :mod:`.sinks`
+(``[[sinks]]``, plugin configs) and :mod:`.sources` (``[[sources]]``). Every public name is
+available here, so ``from telemetry.config import CollectorConfig`` is the way to import
+them; the package imports the module that defines a name on first use (:func:`__getattr__`),
+so that ``from telemetry.config import AgentConfig`` builds the agent's models and not the
 collector's or the sinks' (an agent on a small host never loads those).
 """
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         format_validation_error,
         load_config,
     )
+    from telemetry.config.relay import RelayConfig, RelayHttpConfig, RelaySection
     from telemetry.config.sinks import (
         BUILTIN_SINK_MODELS,
         BUILTIN_SINK_TYPES,
@@ -99,6 +100,10 @@ _SOURCES: dict[str, str] = {
     "env_overrides": "telemetry.config.loading",
     "format_validation_error": "telemetry.config.loading",
     "load_config": "telemetry.config.loading",
+    # telemetry.config.relay
+    "RelayConfig": "telemetry.config.relay",
+    "RelayHttpConfig": "telemetry.config.relay",
+    "RelaySection": "telemetry.config.relay",
     # telemetry.config.sinks
     "BUILTIN_SINK_MODELS": "telemetry.config.sinks",
     "BUILTIN_SINK_TYPES": "telemetry.config.sinks",
@@ -183,6 +188,9 @@ __all__ = [
     "PolledSourceBase",
     "PostgresSinkConfig",
     "RedisSinkConfig",
+    "RelayConfig",
+    "RelayHttpConfig",
+    "RelaySection",
     "Settings",
     "SimulatedSourceConfig",
     "SinkBase",

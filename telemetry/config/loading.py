@@ -76,6 +76,7 @@ def load_config(model: type[Settings], path: Path | str | None) -> Settings:
 SECTIONS: dict[str, frozenset[str]] = {
     "CollectorConfig": frozenset({"collector", "ingest", "http", "log", "sinks"}),
     "AgentConfig": frozenset({"agent", "spool", "sources", "log"}),
+    "RelayConfig": frozenset({"relay", "http", "log", "sinks"}),
 }
 
 
@@ -86,7 +87,7 @@ def config_sections() -> dict[str, frozenset[str]]:
 
 def check_env_sections(environ: Mapping[str, str]) -> None:
     """Raise :class:`ConfigError` naming every ``TELEMETRY_<SECTION>__<KEY>`` variable whose
-    section no config has (neither the collector's nor the agent's)."""
+    section no config has (neither the collector's, the agent's nor the relay's)."""
     prefix = TomlThenEnv.model_config.get("env_prefix", "")
     delimiter = TomlThenEnv.model_config.get("env_nested_delimiter") or "__"
     sections = config_sections()

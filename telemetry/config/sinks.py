@@ -164,8 +164,13 @@ class NatsSinkConfig(SinkBase):
     subject: str = "telemetry.{agent}.{sensor}"
     #: Create the stream at start when it does not exist (an existing one is left as it is).
     create_stream: bool = True
-    #: Seconds JetStream remembers a ``Nats-Msg-Id`` to drop a duplicate (stream setting).
+    #: Seconds JetStream remembers a ``Nats-Msg-Id`` to drop a duplicate (stream setting, when
+    #: the sink creates it). A reading id is stored once as long as every resend of it comes
+    #: within this window: make it longer than agents may spool and resend (docs/relay.md).
     duplicate_window: float = Field(default=120.0, gt=0)
+    #: Copies of each message the stream keeps on as many nodes of a cluster (stream setting,
+    #: when the sink creates it; at most the cluster's size; 3 survives one node lost).
+    replicas: int = Field(default=1, ge=1, le=5)
     #: Seconds a batch may wait for all of its PubAcks.
     ack_timeout: float = Field(default=10.0, gt=0)
     connect_timeout: float = Field(default=5.0, gt=0)

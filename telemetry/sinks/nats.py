@@ -144,9 +144,12 @@ class NatsSink:
                 name=config.stream,
                 subjects=list(config.subjects),
                 duplicate_window=config.duplicate_window,
+                num_replicas=config.replicas,
             )
         )
-        log.info("nats_stream_created", sink=self.name, stream=config.stream)
+        log.info(
+            "nats_stream_created", sink=self.name, stream=config.stream, replicas=config.replicas
+        )
 
     async def write(self, batch: Sequence[Record]) -> None:
         """Publish every record and wait for all PubAcks (or fail the whole batch)."""

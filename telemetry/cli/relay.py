@@ -1,0 +1,62 @@
+"""``telemetry relay``: consume the JetStream stream the collectors' nats sink writes and feed
+the configured sinks (docs/relay.md)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from telemetry.cli._common import EPILOG, fail, missing_extra
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``relay`` command's parser."""
+    relay = subparsers.add_parser(
+        "relay",
+        help="move readings from NATS JetStream into sinks",
+        description="Run a relay: a durable JetStream pull consumer ([relay] durable) on the "
+        "stream the collectors' nats sink writes, feeding the configured [[sinks]] through the "
+        "collector's pipeline. A message is acked once every sink of its route has it; a sink "
+        "failing for now gets it again later. Serves /healthz, /readyz and /metrics on the "
+        "[http] port. SIGTERM or SIGINT drains and exits 0. See docs/relay.md.",
+        epilog=EPILOG,
+    )
+    relay.add_argument("--config", "-c", type=Path, help="relay TOML file (see config/relay.toml)")
+    relay.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the relay until it is told to stop; 0 after a drain."""
+    status = missing_extra("telemetry relay", ("aiohttp", "prometheus_client", "nats"))
+    if status is not None:
+        return status
+    from telemetry.collector.http_guard import DescriptorLimitError
+    from telemetry.config import RelayConfig, load_config
+    from telemetry.log import configure_logging
+    from telemetry.relay import Relay
+    from telemetry.runtime import run_async
+    from telemetry.sinks.base import SinkError
+    from telemetry.sinks.requirements import install_line, missing_drivers
+
+    config = load_config(RelayConfig, args.config)
+    missing = missing_drivers(sink.type for sink in config.sinks)
+    if missing:  # as the collector says it (telemetry.sinks.requirements)
+        what = "; ".join(f"sink {t!r} needs {d.package}" for t, d in missing.items())
+        extras = sorted({driver.extra for driver in missing.values()})
+        return fail(f"missing sink driver: {what}; to install: {install_line(extras)}", 2)
+    configure_logging(config.log.level, config.log.format)
+
+    async def main() -> None:
+        await Relay(config).run()
+
+    try:
+        run_async(main)
+    except OSError as exc:  # the side port cannot be bound
+        return fail(
+            f"cannot listen on {config.http.host}:{config.http.port}: {exc.strerror or exc}"
+        )
+    except DescriptorLimitError as exc:
+        return fail(str(exc), 2)
+    except SinkError as exc:  # a sink still failing after its start-up retries
+        return fail(str(exc))
+    return 0
