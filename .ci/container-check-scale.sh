@@ -36,8 +36,8 @@ import sqlite3
 db = sqlite3.connect("file:/var/lib/telemetry/relay.db?mode=ro", uri=True)
 print(*db.execute("SELECT count(*), count(DISTINCT id) FROM readings").fetchone())' 2>/dev/null
 }
-scale_stream() {  # messages in the stream TELEMETRY, as node $1 reports them
-  podman exec "$(scid "$1")" wget -qO- 'http://127.0.0.1:8222/jsz?streams=true' 2>/dev/null | "$PY" -c '
+scale_stream() {  # "messages replicas" of the stream TELEMETRY, as node $1 holds it
+  podman exec "$(scid "$1")" wget -qO- 'http://127.0.0.1:8222/jsz?streams=true&config=true' 2>/dev/null | "$PY" -c '
 import json, sys
 for account in json.load(sys.stdin).get("account_details") or []:
     for stream in account.get("stream_detail") or []:
@@ -129,6 +129,13 @@ check "scale: SQLite holds every acked reading once (acked ${acked:-?}, rows and
   exactly_once "${acked:-}" "${lite%% *}" "${lite##* }"
 check "scale: the stream holds every acked reading once (acked ${acked:-?}, messages ${msgs:-?})" \
   exactly_once "${acked:-}" "${msgs:-}" "${msgs:-}"
+for _ in $(seq 20); do  # its replica catches up from the others
+  read -r msgs2 _ < <(scale_stream nats-2 || true) || true
+  [ "${msgs2:-}" = "${acked:-}" ] && break
+  sleep 1
+done
+check "scale: nats-2, killed and restarted, caught up (its replica holds ${msgs2:-?} of ${acked:-?})" \
+  exactly_once "${acked:-}" "${msgs2:-}" "${msgs2:-}"
 
 "${SDC[@]}" stop relay-postgres relay-sqlite >"$LOGS/scale-stop-relays.log" 2>&1 || true
 check "scale: relays exit 0 after their drain" \
