@@ -8,6 +8,11 @@ from pathlib import Path
 
 from telemetry.cli._common import EPILOG, fail, missing_extra
 
+#: ``typing.TYPE_CHECKING`` without importing typing (``telemetry --help`` stays cheap).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from telemetry.config import RelayConfig
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``relay`` command's parser."""
@@ -36,14 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from telemetry.relay import Relay
     from telemetry.runtime import run_async
     from telemetry.sinks.base import SinkError
-    from telemetry.sinks.requirements import install_line, missing_drivers
 
     config = load_config(RelayConfig, args.config)
-    missing = missing_drivers(sink.type for sink in config.sinks)
-    if missing:  # as the collector says it (telemetry.sinks.requirements)
-        what = "; ".join(f"sink {t!r} needs {d.package}" for t, d in missing.items())
-        extras = sorted({driver.extra for driver in missing.values()})
-        return fail(f"missing sink driver: {what}; to install: {install_line(extras)}", 2)
+    check_relay_drivers(config)  # a missing driver: one line with the pip install, exit 2
     configure_logging(config.log.level, config.log.format)
 
     async def main() -> None:
@@ -60,3 +60,18 @@ def run(args: argparse.Namespace) -> int:
     except SinkError as exc:  # a sink still failing after its start-up retries
         return fail(str(exc))
     return 0
+
+
+def check_relay_drivers(config: RelayConfig) -> None:
+    """Raise :class:`ConfigError` naming each sink whose driver is missing, with the
+    ``pip install`` that brings it (as the collector's check says it)."""
+    from telemetry.config import ConfigError
+    from telemetry.sinks.requirements import install_line, missing_drivers
+
+    missing = missing_drivers(sink.type for sink in config.sinks)
+    if missing:
+        what = "; ".join(
+            f"sink {t!r} needs {d.package} (extra {d.extra!r})" for t, d in missing.items()
+        )
+        extras = sorted({driver.extra for driver in missing.values()})
+        raise ConfigError(f"missing sink driver: {what}; to install: {install_line(extras)}")

@@ -187,12 +187,13 @@ class Relay:
             try:
                 await self.consumer.start()  # at once when bound already
                 messages = await self.consumer.fetch(relay.fetch_batch)
-            except ConsumerError as exc:
+            except Exception as exc:  # a task root: log, back off, and go on consuming
                 self._window.release()
                 self.metrics.fetches.labels("error").inc()
                 delay = backoff_delay(attempt, 0.5, 5.0)
                 attempt += 1
-                log.warning("relay_fetch_failed", error=str(exc), retry_in=round(delay, 2))
+                error = str(exc) if isinstance(exc, ConsumerError) else repr(exc)
+                log.warning("relay_fetch_failed", error=error, retry_in=round(delay, 2))
                 await self._sleep(delay)
                 continue
             attempt = 0

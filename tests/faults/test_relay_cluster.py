@@ -273,7 +273,7 @@ def test_faults_between_the_tiers_lose_nothing(tmp_path: Path, schema: str) -> N
         time.sleep(0.5)
         collector.start()
 
-        progress(0.6)
+        progress(0.55)
         gate.set_open(False)  # PostgreSQL away: the relay nacks, the stream holds the rest
         time.sleep(10)
         gate.set_open(True)

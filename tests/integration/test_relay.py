@@ -300,3 +300,64 @@ async def _relay_command(tmp_path: Path) -> None:
             assert conn.execute("SELECT count(DISTINCT id) FROM readings").fetchone() == (300,)
     finally:
         await stream.delete()
+
+
+async def test_in_flight_messages_are_bounded(stream: Stream, start_relay: Any) -> None:
+    """With a stalled sink, the relay holds at most fetch_batch * max_in_flight messages."""
+    await stream.publish(records(0, 500))
+    sink = RecordingSink()
+    sink.gate = asyncio.Event()
+    relay = await start_relay(relay_config(stream, fetch_batch=50, max_in_flight=2), [sink])
+    await until(lambda: relay.ledger.in_flight == 100)
+    await asyncio.sleep(0.5)  # time for a third fetch, which must not happen
+    assert relay.ledger.delivered == 100
+    assert (await stream.consumer("relay")) == (400, 100)
+    sink.gate.set()
+    await until(lambda: relay.ledger.acked == 500)
+
+
+async def test_a_slow_sink_causes_no_redelivery(stream: Stream, start_relay: Any) -> None:
+    """A batch that waits for its sink longer than ack_wait is kept "in progress": the server
+    does not deliver it again."""
+    await stream.publish(records(0, 20))
+    sink = RecordingSink()
+    sink.gate = asyncio.Event()
+    relay = await start_relay(relay_config(stream, ack_wait=1.0), [sink], write_timeout=10)
+    await until(lambda: relay.ledger.in_flight == 20)
+    await asyncio.sleep(timeout(3))  # three ack_waits
+    sink.gate.set()
+    await until(lambda: relay.ledger.acked == 20)
+    assert relay.ledger.redelivered == 0
+    assert relay.ledger.delivered == 20
+
+
+async def test_the_drain_settles_the_batches_in_flight(stream: Stream, start_relay: Any) -> None:
+    """On shutdown, batches in the pipeline finish and are acked before the relay stops."""
+    await stream.publish(records(0, 100))
+    sink = RecordingSink()
+    sink.gate = asyncio.Event()
+    relay = await start_relay(relay_config(stream), [sink])
+    await until(lambda: relay.ledger.in_flight == 100)
+    asyncio.get_running_loop().call_later(0.3, sink.gate.set)
+    await relay.shutdown()
+    assert relay.ledger.acked == 100
+    assert relay.state == "stopped"
+    assert (await stream.consumer("relay")) == (0, 0)
+
+
+async def test_a_drain_out_of_time_nacks_what_is_left(stream: Stream, start_relay: Any) -> None:
+    """A batch still waiting when shutdown_timeout runs out is nacked at once: the next relay
+    of the durable gets it without waiting for ack_wait."""
+    await stream.publish(records(0, 30))
+    stuck = RecordingSink()
+    stuck.gate = asyncio.Event()  # never opens
+    config = relay_config(stream, shutdown_timeout=1.0, ack_wait=60)
+    relay = await start_relay(config, [stuck], write_timeout=60)
+    await until(lambda: relay.ledger.in_flight == 30)
+    await relay.shutdown()
+    assert relay.ledger.nacked == 30
+    assert relay.ledger.balanced
+    after = RecordingSink("after")
+    second = await start_relay(config, [after])
+    await until(lambda: second.ledger.acked == 30, seconds=10)
+    assert second.ledger.redelivered == 30

@@ -111,3 +111,25 @@ def test_the_ledger_balances_only_when_every_delivery_is_placed() -> None:
     assert ledger.balanced
     ledger.delivered += 1
     assert not ledger.balanced
+
+
+def test_check_config_recognises_a_relay_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """``telemetry check-config config/relay.toml`` validates it as a relay config."""
+    from telemetry.cli import main
+
+    assert main(["check-config", str(ROOT / "config" / "relay.toml")]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("# relay config ")
+    assert '"durable": "telemetry-relay"' in out
+
+
+def test_the_relay_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """``telemetry relay --help`` describes the command and its --config."""
+    from telemetry.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["relay", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "--config" in out
+    assert "durable" in out
