@@ -12,9 +12,10 @@ collector, which sends ``--readings`` in all as fast as the collectors ack them.
 
 Printed per topology: ingest readings/s (acked by the collectors, so in the stream on
 ``--replicas`` nodes), each relay's readings/s (until its store holds every reading), the end
-to end readings/s (until the last store holds them all), the CPU each tier used (in cores)
-and the limit that showed. On a machine with few cores these are overheads and limits, not
-scaling: every process shares the same cores.
+to end readings/s (until the last store holds them all), the CPU each tier used (in cores,
+and in CPU microseconds per reading: what a reading costs each tier whatever else runs),
+how busy the whole machine was, and the limit that showed. On a machine with few cores these
+are overheads and limits, not scaling: every process shares the same cores.
 """
 
 from __future__ import annotations
@@ -385,15 +386,22 @@ def main() -> None:
             print(f"# {collectors}x{relays} done", file=sys.stderr)
     print(
         "| collectors | relays | ingest readings/s | per store readings/s | "
-        "end to end readings/s | CPU (cores) | machine busy | limit |"
+        "end to end readings/s | CPU (cores) | CPU µs per reading | machine busy | limit |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         stores = ", ".join(f"{name} {rate:,.0f}" for name, rate in r.store_rates.items())
         cpu = ", ".join(f"{tier} {cores:.2f}" for tier, cores in r.cores.items())
+        # CPU seconds per reading, by tier: what each reading costs, whatever else ran.
+        per_reading = ", ".join(
+            f"{tier} {cores / r.end_to_end_rate * 1e6:,.0f}"
+            for tier, cores in r.cores.items()
+            if tier != "bench"
+        )
         print(
             f"| {r.collectors} | {r.relays} | {r.ingest_rate:,.0f} | {stores} | "
-            f"{r.end_to_end_rate:,.0f} | {cpu} | {r.machine_busy:.0%} | {r.limit} |"
+            f"{r.end_to_end_rate:,.0f} | {cpu} | {per_reading} | {r.machine_busy:.0%} | "
+            f"{r.limit} |"
         )
 
 
