@@ -124,9 +124,14 @@ class RunningCollector:
 
 @contextlib.contextmanager
 def collector(
-    workers: int = 1, sinks: str = NULL_SINK, ingest: str = "", startup: float = 30.0
+    workers: int = 1,
+    sinks: str = NULL_SINK,
+    ingest: str = "",
+    startup: float = 30.0,
+    cpus: str | None = None,
 ) -> Iterator[RunningCollector]:
-    """``telemetry collect`` in a subprocess on free ports, ready when yielded; drained after."""
+    """``telemetry collect`` in a subprocess on free ports, ready when yielded; drained after.
+    ``cpus``: pin it (and its workers) to these CPUs (``taskset -c``)."""
     port, http_port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="telemetry-bench-") as tmp:
         config = Path(tmp) / "collector.toml"
@@ -137,6 +142,8 @@ def collector(
         argv = [PYTHON, "-m", "telemetry.cli", "collect", "--config", str(config)]
         if workers > 1:
             argv += ["--workers", str(workers)]
+        if cpus is not None:
+            argv = ["taskset", "-c", cpus, *argv]
         proc = subprocess.Popen(argv, cwd=tmp)
         try:
             _wait_ready(proc, http_port, startup)

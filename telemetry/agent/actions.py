@@ -30,11 +30,13 @@ class Outcome(enum.Enum):
 @dataclass
 class SenderStats:
     """Counters of the sender since start: batch sends (resends included), the resends among
-    them, and the readings sent at least once."""
+    them, the readings sent at least once, and the connections welcomed."""
 
     batches_sent: int = 0
     batches_resent: int = 0
     sent_readings: int = 0  # first sends only
+    #: Connections a collector welcomed.
+    connections: int = 0
     #: The highest ``seq`` sent so far: a ``seq`` at or below it is a resend.
     highest_seq: int = -1
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
+from telemetry.agent.actions import SenderStats
 from telemetry.agent.batching import Batcher
 from telemetry.agent.memory_spool import MemorySpool
 from telemetry.agent.sender import Sender
@@ -248,6 +249,16 @@ class Agent:
     def closed(self) -> bool:
         """True once :meth:`close` has begun."""
         return self._closed
+
+    @property
+    def running(self) -> bool:
+        """True from :meth:`start` until :meth:`close` while the sender task is alive."""
+        return bool(self._tasks) and not self._closed and not self._tasks[0].done()
+
+    @property
+    def sender_stats(self) -> SenderStats:
+        """The sender's counters for this run (sends, resends, connections)."""
+        return self._sender.stats
 
     @property
     def connected_to(self) -> str | None:

@@ -7,6 +7,11 @@ ack and reports through its exit code whether readings were left pending.
 The spool is the one ``[spool]`` asks for: with a ``path``, a disk spool whose unacked
 readings wait in the file for the next start; without, a memory spool whose unacked readings
 are dropped at exit (``readings_dropped`` with ``reason=unacked_at_exit``).
+
+SIGHUP re-reads the config (when the caller says how, ``reload``) and restarts only the
+sources whose config changed (:mod:`telemetry.agent.reload`); the connection, spool and
+ledger are untouched. With ``[agent.http]`` the agent serves ``/metrics`` and ``/healthz``
+(:mod:`telemetry.agent.http`).
 """
 
 from __future__ import annotations
@@ -14,16 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from telemetry.agent.agent import Agent
 from telemetry.agent.memory_spool import MemorySpool
+from telemetry.agent.reload import SourceSet, reload_config
 from telemetry.agent.sources import Source, build_source
 from telemetry.agent.spool import UNACKED_AT_EXIT, Spool, log_dropped
 from telemetry.agent.spool_factory import open_spool
 from telemetry.agent.spool_file import SpoolError
-from telemetry.config import AgentConfig
+from telemetry.config import AgentConfig, SourceConfig
 from telemetry.log import get_logger
 
 log = get_logger("telemetry.agent")
@@ -32,27 +38,27 @@ EXIT_OK = 0
 EXIT_PENDING = 1
 EXIT_NO_SOURCES = 2
 EXIT_SPOOL_ERROR = 2
+EXIT_HTTP_ERROR = 2
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def _run_source(source: Source, agent: Agent) -> None:
-    """Task root of one source: a failing source is logged and ends, the agent goes on."""
-    try:
-        await source.run(agent)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("source_failed", source=source.name)
-
-
-async def run_agent(config: AgentConfig, *, sources: Sequence[Source] | None = None) -> int:
+async def run_agent(
+    config: AgentConfig,
+    *,
+    sources: Sequence[Source] | None = None,
+    reload: Callable[[], AgentConfig] | None = None,
+) -> int:
     """Run the agent until a signal or the end of every source; return the exit code.
 
     0: every reading acked; 1: readings still pending after ``shutdown_timeout``;
-    2: no source configured, or the spool cannot be opened (e.g. another agent holds it).
-    ``sources`` replaces the configured ones (for embedding, tests).
+    2: no source configured, the spool cannot be opened (e.g. another agent holds it), or
+    the ``[agent.http]`` port cannot be listened on.
+    ``sources`` replaces the configured ones (for embedding, tests). ``reload`` loads the
+    config again on SIGHUP (a :class:`~telemetry.config.ConfigError` refuses it); without it
+    SIGHUP is logged and changes nothing.
     """
+    configs: list[SourceConfig | None]
     if sources is None:
         if not config.sources:
             log.error(
@@ -64,9 +70,12 @@ async def run_agent(config: AgentConfig, *, sources: Sequence[Source] | None = N
             build_source(source, config.agent.id, index)
             for index, source in enumerate(config.sources)
         ]
+        configs = list(config.sources)
     elif not sources:
         log.error("no_sources_configured")
         return EXIT_NO_SOURCES
+    else:
+        configs = [None] * len(sources)
 
     try:
         spool = open_spool(config.spool)
@@ -80,15 +89,23 @@ async def run_agent(config: AgentConfig, *, sources: Sequence[Source] | None = N
             max_readings=config.spool.max_readings,
         )
     try:
-        return await _run(config, sources, spool)
+        return await _run(config, sources, configs, spool, reload)
     finally:
         spool.close()
 
 
-async def _run(config: AgentConfig, sources: Sequence[Source], spool: Spool) -> int:
+async def _run(
+    config: AgentConfig,
+    sources: Sequence[Source],
+    configs: Sequence[SourceConfig | None],
+    spool: Spool,
+    reload: Callable[[], AgentConfig] | None,
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()  # first signal: stop the sources, wait for the acks
     force = asyncio.Event()  # second signal: stop waiting
+    reload_wanted = asyncio.Event()  # SIGHUP: several before the reload runs make one
+    stopping = asyncio.Event()  # the sources are stopped: no reload any more
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
@@ -100,10 +117,35 @@ async def _run(config: AgentConfig, sources: Sequence[Source], spool: Spool) -> 
             stop.set()
 
     def on_hangup() -> None:
-        # SIGHUP would end the process undrained; an agent keeps running and says so.
-        log.info("reload_requested", note="the agent keeps running; restart it to apply")
+        # SIGHUP must never end the process undrained.
+        if stop.is_set() or stopping.is_set():
+            log.info("reload_ignored", reason="stopping")
+        elif reload is None:
+            log.info("reload_ignored", reason="no config to re-read")
+        else:
+            log.info("reload_requested")
+            reload_wanted.set()
+
+    async def reloader() -> None:
+        running = config
+        while reload is not None:
+            await reload_wanted.wait()
+            reload_wanted.clear()
+            running = await reload_config(running, reload, source_set)
 
     agent = Agent(config.agent, spool)
+    source_set = SourceSet(agent, config.agent.id)
+    http = None
+    if config.agent.http is not None:
+        from telemetry.agent.http import AgentHttp  # prometheus-client: only when asked for
+
+        http = AgentHttp(config.agent.http, agent, source_set)
+        try:
+            await http.start()
+        except OSError as exc:
+            where = f"{config.agent.http.host}:{config.agent.http.port}"
+            log.error("agent_http_unavailable", address=where, error=exc.strerror or str(exc))
+            return EXIT_HTTP_ERROR
     installed: list[signal.Signals] = []
     for sig in _SIGNALS:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -113,25 +155,26 @@ async def _run(config: AgentConfig, sources: Sequence[Source], spool: Spool) -> 
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
         installed.append(signal.SIGHUP)
 
-    tasks = [
-        asyncio.create_task(_run_source(source, agent), name=f"source-{source.name}")
-        for source in sources
-    ]
+    source_set.start(sources, configs)
+    reloading = asyncio.create_task(reloader(), name="agent-reloader")
     try:
         await agent.start()
-        await _first(asyncio.gather(*tasks), stop.wait())
+        await _first(source_set.ended.wait(), stop.wait())
+        stopping.set()  # a SIGHUP from now on is ignored
         if not stop.is_set():
             log.info("sources_finished")
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        reloading.cancel()
+        await asyncio.gather(reloading, return_exceptions=True)
+        await source_set.close()
         await _first(agent.wait_acked(config.agent.shutdown_timeout), force.wait())
     finally:
-        for task in tasks:
-            task.cancel()
+        reloading.cancel()
+        await source_set.close()
         for sig in installed:
             loop.remove_signal_handler(sig)
         acked = await agent.close(0)  # everything is spooled: this only stops and reports
+        if http is not None:
+            await http.close()
     if not acked:
         pending = agent.ledger.pending
         if isinstance(spool, MemorySpool):

@@ -200,6 +200,7 @@ class Sender:
                     pending_batches=self.spool.batches,
                 )
                 self.endpoint = endpoint
+                self.stats.connections += 1
                 outcome = await self._serve(link, session)
                 connected = time.monotonic() - started
                 if session.acked_batches or connected >= section.backoff_reset_after:

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from telemetry.cli._common import EPILOG, fail
+from telemetry.cli._common import EPILOG, fail, missing_extra
 
 #: ``typing.TYPE_CHECKING`` without importing typing (``telemetry --help`` stays cheap).
 TYPE_CHECKING = False
@@ -25,7 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="run an agent",
         description="Run an agent: read its sources, batch readings, send them to the "
         "collector and resend until acked. Exits 0 once every reading is acked after its "
-        "sources end (stdin EOF) or on SIGTERM, 1 if some were still unacked at the deadline.",
+        "sources end (stdin EOF) or on SIGTERM, 1 if some were still unacked at the deadline. "
+        "SIGHUP re-reads --config and restarts only the sources whose config changed. "
+        "With --test: print one round of the sources' readings as JSON lines and exit "
+        "(0; 1 if a sample failed; 2 on a bad config), with no collector and no spool.",
         epilog=EPILOG,
     )
     agent.add_argument("--config", "-c", type=Path, help="agent TOML file")
@@ -46,6 +49,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     agent.add_argument("--id", dest="agent_id", help="agent id (default: the host name)")
     agent.add_argument("--token", help="hello token, if the collector requires one")
+    agent.add_argument(
+        "--test",
+        action="store_true",
+        help="dry run: print one round of every source's readings (the JSON each would be "
+        "sent as, one per line) on stdout and exit; nothing is sent or spooled",
+    )
     agent.set_defaults(func=run)
 
 
@@ -65,15 +74,33 @@ def run(args: argparse.Namespace) -> int:
             "with [[sources]]",
             2,
         )
+    if args.test:
+        return _test_round(config)
+    if (
+        config.agent.http is not None
+        and (missing := missing_extra("[agent.http]", ("prometheus_client",))) is not None
+    ):
+        return missing
 
     async def main() -> None:
         # Leave from inside the loop: closing it first waits for the executor's threads, and
         # a name lookup stuck in one (a collector whose DNS name stopped resolving) can take
         # longer than any stop timeout.
-        _exit_now(await run_agent(config))
+        _exit_now(await run_agent(config, reload=lambda: _agent_config(args)))
 
     run_async(main)
     return 1  # not reached: main() leaves the process
+
+
+def _test_round(config: AgentConfig) -> int:
+    """``--test``: one round of readings on stdout; no collector, no spool."""
+    from telemetry.agent.test_mode import run_test_round
+    from telemetry.runtime import run_async
+
+    async def main() -> int:
+        return await run_test_round(config, sys.stdout)
+
+    return run_async(main)
 
 
 def _exit_now(status: int) -> NoReturn:

@@ -32,6 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     """Run the relay until it is told to stop; 0 after a drain."""
+    import signal
+
+    # Until the relay's own handler is in place, a SIGHUP must not end it undrained.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     status = missing_extra("telemetry relay", ("aiohttp", "prometheus_client", "nats"))
     if status is not None:
         return status

@@ -25,6 +25,7 @@ class ConnectionEvents:
 
     def bytes_received(self, count: int) -> None:
         self.metrics.bytes.inc(count)
+        self.live.received(self.conn_id, count)
 
     def frames(self, count: int) -> None:
         self.metrics.frames.inc(count)
@@ -34,11 +35,13 @@ class ConnectionEvents:
         if records:
             self.live.accepted(self.conn_id, records)
 
-    def rejected(self, who: str, errors: Sequence[str], kinds: Sequence[str]) -> None:
+    def rejected(
+        self, who: str, errors: Sequence[str], kinds: Sequence[str], sensor: str | None = None
+    ) -> None:
         self.metrics.readings.labels("rejected").inc()
         for kind in kinds:
             self.metrics.rejections.labels(kind).inc()
-        self.live.rejected(self.conn_id, who, errors)
+        self.live.rejected(self.conn_id, who, errors, sensor)
 
     def batch(self) -> None:
         self.metrics.batches.inc()

@@ -22,9 +22,20 @@ def scrape_families(
     healthy = GaugeMetricFamily(
         "telemetry_sink_healthy", "1 while the sink's last write succeeded.", labels=["sink"]
     )
+    pruned = CounterMetricFamily(
+        "telemetry_sink_pruned_readings",
+        "Rows a sink's retention deleted, by limit (sqlite: max_age, max_rows).",
+        labels=["sink", "limit"],
+    )
     for runner in runners:
         queued.add_metric([runner.name], runner.queued)
         healthy.add_metric([runner.name], 1 if runner.healthy else 0)
+        retention = getattr(runner.sink, "retention", None)
+        if retention is not None and retention.enabled:
+            for limit, rows in retention.pruned.items():
+                pruned.add_metric([runner.name, limit], rows)
+    if pruned.samples:
+        yield pruned
     counts = ledger.as_dict()
     pending = GaugeMetricFamily(
         "telemetry_ledger_pending_readings",

@@ -12,28 +12,27 @@ a history of one point per step, the last value in it, over :data:`HISTORY_SECON
 sparklines) when the step ends or a reader asks; at most :data:`MAX_SENSORS` sensors are
 tracked (when the table is full, sensors silent for :data:`SENSOR_TTL` make room), updates of
 more are counted. Agents are those of open connections (removed when they close); the last
-:data:`MAX_REJECTIONS` rejections are kept, their text truncated. Each
-``telemetry tail`` subscriber has a bounded queue: a record that matches its filter is
-appended, or dropped and counted for that subscriber when the queue is full. A slow
-subscriber never slows the collector; it only loses readings, and is told how many.
+:data:`MAX_REJECTIONS` rejections are kept, their text truncated. ``telemetry tail``
+subscribers (:mod:`.live_tail`) are offered every accepted batch. After a restart,
+:meth:`LiveView.restore` seeds the latest values read back from a sink (:mod:`.live_seed`).
 Everything heavier (pruning, sorting, JSON) happens in :meth:`LiveView.snapshot`, when a
 page asks.
 """
 
 from __future__ import annotations
 
-import asyncio
-import re
 import time
 from collections import deque
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from fnmatch import translate
 from operator import attrgetter
 from typing import Any
 
+from telemetry.collector.live_tail import MAX_TAIL_QUEUE, TAIL_QUEUE, Subscription, TailFilter, glob
 from telemetry.protocol import format_timestamp
 from telemetry.sinks.base import Record
+
+__all__ = ["TAIL_QUEUE", "AgentInfo", "LiveView", "Subscription", "TailFilter"]
 
 #: Rejections kept, errors kept per rejection, and characters kept of each string in one.
 MAX_REJECTIONS = 100
@@ -49,9 +48,6 @@ MAX_SENSORS = 5000
 _sensor = attrgetter("sensor")
 #: Seconds after which a sensor that sent nothing is forgotten.
 SENSOR_TTL = 3600
-#: Default and largest queue of one tail subscriber (readings).
-TAIL_QUEUE = 10_000
-MAX_TAIL_QUEUE = 100_000
 
 
 @dataclass(slots=True)
@@ -69,6 +65,8 @@ class AgentInfo:
     connected_at: float = field(default_factory=time.time)
     last_seen: float = field(default_factory=time.time)
     readings: int = 0
+    #: Bytes received on the connection since hello.
+    received: int = 0
     #: False for a fire-and-forget peer (no hello).
     hello: bool = True
     #: ``[second, readings]`` for the last ``RATE_WINDOW + 1`` seconds with readings.
@@ -102,6 +100,8 @@ class Rejected:
     at: float
     agent: str
     errors: tuple[str, ...]
+    #: The reading's sensor, when it had one that is a string.
+    sensor: str | None = None
 
 
 @dataclass(slots=True)
@@ -111,91 +111,13 @@ class SensorState:
     last: Record
     seen: float
     history: deque[list[float]]
+    #: When the record was restored from a sink (:meth:`LiveView.restore`); None once a
+    #: reading came in. A restored sensor is forgotten SENSOR_TTL after the restore.
+    restored: float | None = None
 
-
-def _glob(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    patterns = list(patterns)
-    if not patterns:
-        return None
-    return re.compile("|".join(f"(?:{translate(p)})" for p in patterns))
-
-
-class TailFilter:
-    """Which records a tail subscriber wants: sensor globs, agent globs, tag ``key=glob``.
-
-    Several sensor (or agent) globs match any of them; several tags must all match.
-    """
-
-    def __init__(
-        self,
-        sensors: Iterable[str] = (),
-        agents: Iterable[str] = (),
-        tags: Iterable[str] = (),
-    ) -> None:
-        self._sensor = _glob(sensors)
-        self._agent = _glob(agents)
-        self._tags: list[tuple[str, re.Pattern[str]]] = []
-        for tag in tags:
-            key, sep, value = tag.partition("=")
-            if not sep or not key:
-                raise ValueError(f"tag filter {tag!r} is not key=value")
-            pattern = _glob([value])
-            assert pattern is not None
-            self._tags.append((key, pattern))
-
-    def matches(self, record: Record) -> bool:
-        """True when ``record`` passes every part of the filter."""
-        if self._sensor is not None and not self._sensor.match(record.sensor):
-            return False
-        if self._agent is not None and not self._agent.match(record.agent):
-            return False
-        for key, pattern in self._tags:
-            value = record.tags.get(key)
-            if value is None or not pattern.match(value):
-                return False
-        return True
-
-
-class Subscription:
-    """One tail subscriber: its filter and its bounded queue of matching records."""
-
-    def __init__(self, tail_filter: TailFilter, maxsize: int = TAIL_QUEUE) -> None:
-        self.filter = tail_filter
-        self.maxsize = maxsize
-        self.queue: deque[Record] = deque()
-        #: Records that matched but found the queue full.
-        self.dropped = 0
-        self.closed = False
-        self._ready = asyncio.Event()
-
-    def offer(self, records: Sequence[Record]) -> None:
-        """Queue the matching ``records`` (hot path: never blocks, drops when full)."""
-        queue = self.queue
-        matches = self.filter.matches
-        added = False
-        for record in records:
-            if matches(record):
-                if len(queue) < self.maxsize:
-                    queue.append(record)
-                    added = True
-                else:
-                    self.dropped += 1
-        if added:
-            self._ready.set()
-
-    async def get(self) -> list[Record]:
-        """Wait for records (or :meth:`close`); return and remove everything queued."""
-        while not self.queue and not self.closed:
-            self._ready.clear()
-            await self._ready.wait()
-        records = list(self.queue)
-        self.queue.clear()
-        return records
-
-    def close(self) -> None:
-        """Wake the reader for the last time: :meth:`get` returns what is left, then ``[]``."""
-        self.closed = True
-        self._ready.set()
+    def silent(self, now: float) -> bool:
+        """True when nothing was heard (or restored) for :data:`SENSOR_TTL` seconds."""
+        return now - max(self.seen, self.restored or 0.0) > SENSOR_TTL
 
 
 class LiveView:
@@ -262,6 +184,7 @@ class LiveView:
                 state = sensors[name] = SensorState(record, seen, deque(maxlen=self._points))
             state.last = record
             state.seen = seen
+            state.restored = None
             history = state.history
             if history and history[-1][0] == step:
                 history[-1][1] = record.value
@@ -274,13 +197,38 @@ class LiveView:
             return
         self._pruned = now
         sensors = self._sensors
-        for name in [n for n, s in sensors.items() if now - s.seen > SENSOR_TTL]:
+        for name in [n for n, s in sensors.items() if s.silent(now)]:
             del sensors[name]
 
-    def rejected(self, conn_id: int, agent: str, errors: Sequence[str]) -> None:
+    def received(self, conn_id: int, count: int) -> None:
+        """``count`` bytes came in on the connection (counted once it said hello)."""
+        info = self.agents.get(conn_id)
+        if info is not None:
+            info.received += count
+
+    def rejected(
+        self, conn_id: int, agent: str, errors: Sequence[str], sensor: str | None = None
+    ) -> None:
         self.rejected_total += 1
         kept = tuple(error[:MAX_TEXT] for error in errors[:MAX_ERRORS])
-        self.rejections.append(Rejected(time.time(), agent[:MAX_TEXT], kept))
+        name = sensor[:MAX_TEXT] if isinstance(sensor, str) else None
+        self.rejections.append(Rejected(time.time(), agent[:MAX_TEXT], kept, name))
+
+    def restore(self, records: Sequence[Record], now: float | None = None) -> int:
+        """Seed the latest values with ``records`` read back from a sink after a restart:
+        only sensors not heard from since, up to :data:`MAX_SENSORS`. Returns how many."""
+        now = time.time() if now is None else now
+        sensors = self.sensors
+        restored = 0
+        for record in records:
+            if record.sensor in sensors or len(sensors) >= MAX_SENSORS:
+                continue
+            seen = record.received_at.timestamp()
+            history: deque[list[float]] = deque(maxlen=self._points)
+            history.append([seen - seen % HISTORY_STEP, record.value])
+            sensors[record.sensor] = SensorState(record, seen, history, restored=now)
+            restored += 1
+        return restored
 
     # --- readers ----------------------------------------------------------------------------
 
@@ -329,7 +277,7 @@ class LiveView:
         if open_connections is not None:
             for conn_id in [c for c in self.agents if c not in open_connections]:
                 del self.agents[conn_id]
-        for name in [n for n, s in sensors_state.items() if now - s.seen > SENSOR_TTL]:
+        for name in [n for n, s in sensors_state.items() if s.silent(now)]:
             del sensors_state[name]
         agents = [
             {
@@ -339,11 +287,12 @@ class LiveView:
                 "connected_at": info.connected_at,
                 "last_seen": info.last_seen,
                 "readings": info.readings,
+                "received_bytes": info.received,
                 "rate": round(info.rate(now), 2),
             }
             for info in sorted(self.agents.values(), key=lambda i: (i.agent, i.conn_id))
         ]
-        pattern = _glob([sensor_glob]) if sensor_glob else None
+        pattern = glob([sensor_glob]) if sensor_glob else None
         names = sorted(n for n in sensors_state if pattern is None or pattern.match(n))
         sensors = []
         for name in names[:limit]:
@@ -358,6 +307,7 @@ class LiveView:
                     "unit": record.unit,
                     "ts": format_timestamp(record.ts),
                     "seen": state.seen,
+                    "restored": state.restored is not None,
                     "tags": record.tags,
                     "history": [[t, v] for t, v in state.history if t >= now - HISTORY_SECONDS],
                 }
@@ -371,7 +321,7 @@ class LiveView:
             "sensors_untracked": self.untracked,
             "rejected_total": self.rejected_total,
             "rejections": [
-                {"at": r.at, "agent": r.agent, "errors": list(r.errors)}
+                {"at": r.at, "agent": r.agent, "sensor": r.sensor, "errors": list(r.errors)}
                 for r in reversed(self.rejections)
             ],
             "tail_subscribers": len(self.subscriptions),

@@ -3,7 +3,8 @@
 - ``GET /`` and ``GET /live``: one self-contained HTML page (no build step, no CDN) that
   polls ``/api/live`` every second.
 - ``GET /api/live[?sensor=GLOB&limit=N]``: agents, latest values with history, rejections,
-  sink health, as JSON.
+  sink health, as JSON. The first one after start restores the latest values from a sink
+  (:mod:`.live_seed`).
 - ``GET /api/tail?sensor=GLOB&agent=GLOB&tag=KEY=GLOB[&buffer=N]``: server-sent events, one
   ``data:`` line per matching reading (the record as sinks see it); ``event: dropped`` says
   how many readings this subscriber has lost to its full queue so far; a comment line every
@@ -34,7 +35,8 @@ from importlib import resources
 from aiohttp import web
 
 from telemetry.collector.http_guard import HttpMetrics
-from telemetry.collector.live import TAIL_QUEUE, Subscription, TailFilter
+from telemetry.collector.live_seed import LiveSeed
+from telemetry.collector.live_tail import TAIL_QUEUE, Subscription, TailFilter
 from telemetry.collector.served import Served
 from telemetry.log import get_logger
 
@@ -70,6 +72,8 @@ class LiveRoutes:
         self.metrics = metrics
         self.page, self.csp = load_page()
         self._streams: set[asyncio.Task[object]] = set()
+        #: The latest values restored from a sink after a restart (telemetry.collector.live_seed).
+        self.seed = LiveSeed(collector.live)
 
     def add_to(self, app: web.Application) -> None:
         """Register the routes, and the shutdown hook that ends the tail streams."""
@@ -97,6 +101,7 @@ class LiveRoutes:
             limit = int(request.query.get("limit", "500"))
         except ValueError:
             raise web.HTTPBadRequest(text="limit must be an integer") from None
+        await self.seed.ensure(collector.pipeline.runners, collector.state == "serving")
         body = collector.live.snapshot(
             collector.connections.keys(),
             sensor_glob=request.query.get("sensor") or None,
@@ -208,6 +213,7 @@ class LiveRoutes:
     async def close_streams(self, app: web.Application) -> None:
         """End every tail stream now (also one stuck writing to a slow client)."""
         self.collector.live.close_subscriptions()
+        await self.seed.close()
         for task in list(self._streams):
             task.cancel()
         if self._streams:

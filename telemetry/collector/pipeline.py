@@ -22,6 +22,11 @@ are decided once, here:
 
 Dead-letter sinks (``dead_letter = true``) take :class:`DeadLetter` documents; they never hold
 up ingest: when their queue is full, the dead letter is dropped and counted.
+
+A reload swaps the set of runners (:meth:`Pipeline.replace`) between two batches, never inside
+one: ``submit`` routes a batch to the set it started with, and a retired runner is closed (its
+queue written, its batches' futures completed) only once no ``submit`` still holds the old set.
+So an ack always means every sink of the route the batch was given has it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from telemetry.collector.metrics import Metrics
@@ -41,6 +47,31 @@ log = get_logger("telemetry.pipeline")
 __all__ = ["DeliveryFailed", "Pipeline", "Refusal", "SinkRunner"]
 
 
+@dataclass(eq=False)
+class _RunnerSet:
+    """One generation of runners, and how many ``submit`` calls are routing with it."""
+
+    runners: list[SinkRunner]
+    reading: list[SinkRunner] = field(init=False)
+    dead_letter: list[SinkRunner] = field(init=False)
+    busy: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.reading = [runner for runner in self.runners if not runner.dead_letter]
+        self.dead_letter = [runner for runner in self.runners if runner.dead_letter]
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.busy += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.busy -= 1
+        if not self.busy:
+            self.idle.set()
+
+
 class Pipeline:
     """Routes each batch to its sinks; one future per batch for the ack; dead letters."""
 
@@ -51,13 +82,26 @@ class Pipeline:
         metrics: Metrics | None = None,
         dead_letter_max_bytes: int = 4096,
     ) -> None:
-        self.runners = runners
-        self.reading_runners = [runner for runner in runners if not runner.dead_letter]
-        self.dead_letter_runners = [runner for runner in runners if runner.dead_letter]
         self.metrics = metrics
         self.dead_letter_max_bytes = dead_letter_max_bytes
-        for runner in self.reading_runners:
+        self._set = _RunnerSet(list(runners))
+        for runner in self._set.reading:
             runner.on_refused = self._refused_fire_and_forget
+        #: Runners a reload took out, still draining (closed by :meth:`close` at the latest).
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @property
+    def runners(self) -> list[SinkRunner]:
+        """The runners of the current set (what ``/readyz`` and ``/metrics`` show)."""
+        return self._set.runners
+
+    @property
+    def reading_runners(self) -> list[SinkRunner]:
+        return self._set.reading
+
+    @property
+    def dead_letter_runners(self) -> list[SinkRunner]:
+        return self._set.dead_letter
 
     @property
     def healthy(self) -> bool:
@@ -88,20 +132,63 @@ class Pipeline:
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[list[Refusal]]] = []
-        for runner in self.reading_runners:
-            routed = runner.route(records)
-            if routed:
-                future: asyncio.Future[list[Refusal]] = loop.create_future()
-                await runner.put(routed, future)
-                futures.append(future)
+        current = self._set  # a reload during a wait below does not reroute this batch
+        current.enter()
+        try:
+            for runner in current.reading:
+                routed = runner.route(records)
+                if routed:
+                    future: asyncio.Future[list[Refusal]] = loop.create_future()
+                    await runner.put(routed, future)
+                    futures.append(future)
+        finally:
+            current.leave()
         return asyncio.gather(*futures)
 
     async def submit_fire_and_forget(self, records: Sequence[Record]) -> None:
         """Queue fire-and-forget records: nobody waits for them, failures are counted."""
-        for runner in self.reading_runners:
-            routed = runner.route(records)
-            if routed:
-                await runner.put(routed, None)
+        current = self._set
+        current.enter()
+        try:
+            for runner in current.reading:
+                routed = runner.route(records)
+                if routed:
+                    await runner.put(routed, None)
+        finally:
+            current.leave()
+
+    def replace(self, runners: list[SinkRunner], *, drain_timeout: float) -> list[SinkRunner]:
+        """Route every batch submitted from now on to ``runners`` (started already); retire
+        the runners of the current set that are not among them, in the background: once no
+        ``submit`` routes with the old set any more, each is drained (its queue written, its
+        futures completed) and closed, within ``drain_timeout`` seconds. Returns them."""
+        old = self._set
+        self._set = _RunnerSet(list(runners))
+        for runner in self._set.reading:
+            runner.on_refused = self._refused_fire_and_forget
+        retired = [runner for runner in old.runners if runner not in self._set.runners]
+        if retired:
+            task = asyncio.create_task(self._retire(old, retired, drain_timeout))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        return retired
+
+    async def _retire(self, old: _RunnerSet, retired: list[SinkRunner], timeout: float) -> None:
+        """Drain and close ``retired`` once ``old`` routes nothing any more."""
+        started = time.monotonic()
+        await old.idle.wait()
+        await self._close_runners(retired, max(0.5, timeout - (time.monotonic() - started)))
+        log.info(
+            "sinks_retired",
+            sinks=[runner.name for runner in retired],
+            written=sum(runner.written for runner in retired),
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    async def retired(self) -> None:
+        """Wait until every runner a reload took out is closed."""
+        while self._retiring:
+            await asyncio.wait(set(self._retiring))
 
     def dead_letter(self, letters: Sequence[DeadLetter]) -> None:
         """Hand dead letters to the dead-letter sinks; never waits (dropped when full)."""
@@ -136,7 +223,12 @@ class Pipeline:
     async def close(self, timeout: float) -> None:
         """Flush every sink (up to ``timeout`` seconds) and close them: the reading sinks
         together, then the dead-letter sinks, which their last refusals may still reach."""
+        closing = self._close_runners(self.runners, timeout)
+        await asyncio.gather(closing, *self._retiring)
+
+    async def _close_runners(self, runners: Sequence[SinkRunner], timeout: float) -> None:
+        """Close the reading runners of ``runners`` together, then the dead-letter ones."""
         deadline = time.monotonic() + timeout
-        await asyncio.gather(*(runner.close(timeout) for runner in self.reading_runners))
+        await asyncio.gather(*(r.close(timeout) for r in runners if not r.dead_letter))
         remaining = max(0.5, deadline - time.monotonic())
-        await asyncio.gather(*(runner.close(remaining) for runner in self.dead_letter_runners))
+        await asyncio.gather(*(r.close(remaining) for r in runners if r.dead_letter))

@@ -94,11 +94,17 @@ class SinkRunner:
         self._has_room.set()
         self._closing = False
         self._worker: asyncio.Task[None] | None = None
+        #: Set once :meth:`close` has flushed and closed the sink.
+        self.closed = asyncio.Event()
 
-    async def start(self) -> None:
+    async def start(self, *, after: asyncio.Event | None = None) -> None:
         """Start the sink, retrying a :class:`TransientSinkError` (a backend not answering
         yet) with backoff for up to ``retry_deadline`` or :data:`START_DEADLINE` seconds,
-        whichever is longer; then start the worker. Anything else is raised at once."""
+        whichever is longer; then start the worker. Anything else is raised at once.
+
+        ``after``: the worker writes nothing before this event is set (a reload's replacement
+        waits for its predecessor's ``closed``, so two writers never share a file); records
+        queue meanwhile, up to ``queue_size``."""
         deadline = time.monotonic() + max(self.retry_deadline, START_DEADLINE)
         attempt = 0
         while True:
@@ -114,7 +120,7 @@ class SinkRunner:
                     "sink_start_failed", sink=self.name, error=str(exc), retry_in=round(delay, 2)
                 )
                 await asyncio.sleep(delay)
-        self._worker = asyncio.create_task(self._run(), name=f"sink-{self.name}")
+        self._worker = asyncio.create_task(self._run(after), name=f"sink-{self.name}")
 
     # --- routing and queueing ---------------------------------------------------------------
 
@@ -162,7 +168,9 @@ class SinkRunner:
 
     # --- the worker -------------------------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _run(self, after: asyncio.Event | None) -> None:
+        if after is not None:
+            await after.wait()
         while True:
             if not self._items:
                 if self._closing:
@@ -177,7 +185,11 @@ class SinkRunner:
             self.queued -= count
             if not self.would_wait(0):
                 self._has_room.set()
-            await self._deliver(items, count)
+            try:
+                await self._deliver(items, count)
+            except asyncio.CancelledError:  # close() gave up: nobody may wait for these forever
+                self._fail(items, "closed before the write finished")
+                raise
 
     async def _fill(self, deadline: float) -> None:
         """Wait until the queue holds a full batch or the deadline passes."""
@@ -333,15 +345,30 @@ class SinkRunner:
     def closing(self) -> bool:
         return self._closing
 
+    def _fail(self, items: Sequence[_Item], reason: str) -> None:
+        """Fail the futures of ``items`` (their batches are nacked: the agents resend)."""
+        failed = DeliveryFailed(self.name, reason)
+        for item in items:
+            if item.done is not None and not item.done.done():
+                item.done.set_exception(failed)
+
     async def close(self, timeout: float) -> None:
-        """Write what is queued (up to ``timeout`` seconds), then close the sink."""
+        """Write what is queued (up to ``timeout`` seconds), then close the sink. Whatever
+        could not be written by then is failed (:class:`DeliveryFailed`), never left waiting."""
         self._closing = True
         self._has_items.set()
-        if self._worker is not None:
-            try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.shield(self._worker)
-            except TimeoutError:
-                log.error("sink_flush_timeout", sink=self.name, queued=self.queued)
-                self._worker.cancel()
-        await self.sink.close()
+        try:
+            if self._worker is not None:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await asyncio.shield(self._worker)
+                except TimeoutError:
+                    log.error("sink_flush_timeout", sink=self.name, queued=self.queued)
+                    self._worker.cancel()
+                    await asyncio.wait([self._worker])
+            self._fail(self._items, "closed before the write")
+            self._items.clear()
+            self.queued = 0
+            await self.sink.close()
+        finally:
+            self.closed.set()

@@ -4,7 +4,8 @@ How this works: :meth:`Collector.start` starts the sinks, then the listeners. Ea
 connection is served by a :class:`Connection` task. :meth:`Collector.shutdown` (on SIGTERM or
 SIGINT) drains: readiness turns 503, the listener stops accepting, every connection gets
 ``goaway`` and stops reading, in-flight batches are written and acked, then the sinks are
-flushed and closed, all within ``shutdown_timeout``.
+flushed and closed, all within ``shutdown_timeout``. SIGHUP reloads the config without
+dropping a connection (:mod:`telemetry.collector.reload`).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ from telemetry.collector.ledger import Ledger
 from telemetry.collector.live import LiveView
 from telemetry.collector.metrics import Metrics
 from telemetry.collector.pipeline import Pipeline
+from telemetry.collector.reload import Reloader
 from telemetry.collector.runner import SinkRunner
 from telemetry.collector.session import Session
-from telemetry.config import CollectorConfig, ConfigError, load_config
-from telemetry.log import configure_logging, get_logger
+from telemetry.config import CollectorConfig
+from telemetry.log import get_logger
 from telemetry.protocol import Error, TooManyConnections, encode_frame
 from telemetry.ratelog import RateLimitedLog
 from telemetry.sinks.base import Sink
@@ -97,6 +99,7 @@ class Collector:
         self._handshakes: set[asyncio.Task[Any]] = set()
         self._next_id = 0
         self._stop: asyncio.Event | None = None
+        self.reloads = Reloader(self)
         self.metrics.watch(lambda: scrape_families(self.pipeline.runners, self.ledger, self.ready))
 
     # --- life -------------------------------------------------------------------------------
@@ -146,6 +149,7 @@ class Collector:
             await self._abort()
             raise listen_error(exc, f"{ingest.host}:{ingest.port}") from None
         self.state = "serving"
+        self.reloads.serving()
         log.info(
             "collector_started",
             collector=self.config.collector.id,
@@ -172,8 +176,9 @@ class Collector:
         ``on_started`` runs once the listeners are up (the CLI tunes the GC there).
         """
         loop = asyncio.get_running_loop()
-        # Before the listeners open: a SIGHUP that comes as soon as the port answers reloads.
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # Before the listeners open: a SIGHUP that comes as soon as the port answers reloads
+        # (one during start-up waits until the collector serves).
+        loop.add_signal_handler(signal.SIGHUP, self.reloads.request)
         try:
             await self.start()
         except BaseException:
@@ -198,47 +203,12 @@ class Collector:
             finally:
                 loop.remove_signal_handler(signal.SIGHUP)  # after the drain: never kills it
 
-    def reload(self) -> bool:
-        """Re-read the config (SIGHUP) and apply, without dropping a connection, what can
-        change live: credentials and auth rules, the ingest limits of new connections and
-        the log level. What needs a restart (ports, sinks, the HTTP side port) is logged.
-        A config that does not load is refused and the running one kept; ``False`` then."""
-        log.info("reload_requested", config=str(self.config_path) if self.config_path else None)
-        try:
-            new = load_config(CollectorConfig, self.config_path)
-        except ConfigError as exc:
-            log.error("reload_refused", errors=str(exc))
-            return False
-        old = self.config
-        fixed = {"host": old.ingest.host, "port": old.ingest.port}
-        restart = [
-            key
-            for key, changed in (
-                ("ingest.host", new.ingest.host != old.ingest.host),
-                ("ingest.port", new.ingest.port != old.ingest.port),
-                ("ingest.reuse_port", new.ingest.reuse_port != old.ingest.reuse_port),
-                ("sinks", new.sinks != old.sinks),
-                ("http", new.http != old.http),
-                ("collector", new.collector != old.collector),
-            )
-            if changed
-        ]
-        ingest = new.ingest.model_copy(update=fixed)
-        try:
-            self.tls.reload(new)
-        except ConfigError as exc:  # TlsError: the old certificates stay in use
-            log.error("reload_refused", errors=str(exc))
-            return False
-        self.auth = authorizer(ingest, certificates=self.tls.client_certificates)
-        self.config = old.model_copy(update={"ingest": ingest, "log": new.log})
-        if new.log != old.log:
-            configure_logging(new.log.level, new.log.format)
-        log.info(
-            "config_reloaded",
-            credentials=len(self.auth.credentials),
-            needs_restart=restart or None,
-        )
-        return True
+    async def reload(self) -> bool:
+        """Re-read the config (SIGHUP) and apply it without dropping a connection: sinks and
+        routes, credentials, TLS files, the ingest limits of new connections, the log level
+        (:mod:`telemetry.collector.reload`). A config that does not load or a sink that does
+        not start is refused and the running config kept; ``False`` then."""
+        return await self.reloads.reload()
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("signal_received", signal=sig.name)
@@ -249,6 +219,7 @@ class Collector:
         if self.state in ("draining", "stopped"):
             return
         self.state = "draining"
+        self.reloads.cancel()
         timeout = self.config.collector.shutdown_timeout
         deadline = time.monotonic() + timeout
         log.info("drain_started", connections=len(self.connections), timeout=timeout)

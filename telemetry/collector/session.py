@@ -230,9 +230,9 @@ class Session:
         self, raw: Any, errors: tuple[str, ...], kinds: tuple[str, ...]
     ) -> Iterator[Action]:
         self.ledger.fire_and_forget_rejected += 1
-        self.events.rejected(self.who, errors, kinds)
+        self.events.rejected(self.who, errors, kinds, sensor := _sensor(raw))
         self._log.warning(
-            "reading_rejected", sensor=_sensor(raw), errors=list(errors), fire_and_forget=True
+            "reading_rejected", sensor=sensor, errors=list(errors), fire_and_forget=True
         )
         letters = self._letters([(raw, errors, None)])
         if letters is not None:
@@ -292,13 +292,13 @@ class Session:
             rejected += bad
         self.ledger.rejected += len(rejected)
         self.events.batch()
-        for rejection in rejected:
-            self.events.rejected(agent, rejection.errors, rejection.kinds)
+        for rejection, sensor in ((r, _sensor(batch.readings[r.index])) for r in rejected):
+            self.events.rejected(agent, rejection.errors, rejection.kinds, sensor)
             self._log.warning(
                 "reading_rejected",
                 seq=batch.seq,
                 index=rejection.index,
-                sensor=_sensor(batch.readings[rejection.index]),
+                sensor=sensor,
                 errors=list(rejection.errors),
             )
         if rejected:

@@ -94,10 +94,13 @@ def clean_fire_and_forget(
             record: Record = validate(payload)
         except ValidationError:
             return records, index
-        if record.ts is None:
+        ts = record.ts
+        if ts is None:
             record.ts = now
-        elif record.ts > limit:
+        elif ts > limit:
             return records, index
+        elif ts.tzinfo is not NATIVE_UTC:
+            record.ts = ts.astimezone(NATIVE_UTC)
         if record.tags is None:
             record.tags = {}
         record.id = None
@@ -126,8 +129,11 @@ def clean_batch(
         record.id = f"{prefix}{index}"
         record.agent = agent
         record.received_at = now
-        if record.ts is None:
+        ts = record.ts
+        if ts is None:
             record.ts = now
+        elif ts.tzinfo is not NATIVE_UTC:
+            record.ts = ts.astimezone(NATIVE_UTC)
         if record.tags is None:
             record.tags = {}
     if records and max(map(_ts, records)) > limit.astimezone(NATIVE_UTC):
@@ -142,7 +148,7 @@ def reading_record(reading: Reading, agent: str, reading_id: str | None, now: da
         agent,
         reading.sensor,
         reading.value,
-        reading.ts or now,
+        now if reading.ts is None else reading.ts.astimezone(NATIVE_UTC),
         now,
         reading.metric,
         reading.unit,

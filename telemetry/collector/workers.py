@@ -9,6 +9,8 @@ and every core's share of the work, stay even. Each worker's HTTP side port is p
 says how a worker's config differs from the supervisor's. The supervisor serves the configured
 HTTP port, every worker's answers merged into one (:mod:`telemetry.collector.workers_http`).
 
+SIGHUP is checked here first (a config that does not load is refused once, not by every
+worker), then forwarded: each worker reloads as a single collector does.
 SIGTERM/SIGINT close the ingest port and are forwarded to every worker, which drains as a
 single collector does; the supervisor exits 0 when every worker did. A worker that dies after
 start-up is restarted after a short backoff (connections go to the others meanwhile); one that
@@ -34,9 +36,10 @@ from telemetry.collector.handoff import (
     try_send_connection,
     wait_writable,
 )
+from telemetry.collector.reload import load_checked
 from telemetry.collector.server import listen_error
 from telemetry.collector.workers_http import WorkersHttp
-from telemetry.config import CollectorConfig, env_overrides
+from telemetry.config import CollectorConfig, ConfigError, env_overrides
 from telemetry.log import get_logger
 
 log = get_logger("telemetry.workers")
@@ -204,8 +207,15 @@ class Supervisor:
         return False
 
     def _reload_workers(self) -> None:
-        """SIGHUP: each worker re-reads the config itself (see ``Collector.reload``)."""
+        """SIGHUP: validate the config once here, then each worker re-reads and applies it
+        itself (see :mod:`telemetry.collector.reload`). A config that does not load is
+        refused here, in one line, and no worker is signalled."""
         log.info("reload_requested", workers=len(self.workers))
+        try:
+            load_checked(self.config_path)
+        except ConfigError as exc:
+            log.error("reload_refused", errors=str(exc))
+            return
         for worker in self.workers:
             if worker.process is not None and worker.process.returncode is None:
                 worker.process.send_signal(signal.SIGHUP)

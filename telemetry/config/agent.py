@@ -14,6 +14,23 @@ from telemetry.config.sources import SourceConfig
 from telemetry.config.tls import ClientTlsConfig
 
 
+class AgentHttpConfig(Strict):
+    """``[agent.http]``: the agent's ``/metrics`` (Prometheus text) and ``/healthz``.
+
+    Needs ``prometheus-client`` (the ``collector`` extra). Plain HTTP/1.1, one request per
+    connection, bounded: ``max_connections`` at once, each within ``request_timeout``.
+    """
+
+    #: Address to listen on; the default serves this host only.
+    host: str = "127.0.0.1"
+    #: Port (0: any free port, logged in ``agent_http_listening``).
+    port: int = Field(default=7602, ge=0, lt=65536)
+    #: Connections served at once; more are closed at once (and counted).
+    max_connections: int = Field(default=16, ge=1, le=1024)
+    #: Seconds a client has to send its request and read the answer.
+    request_timeout: float = Field(default=5.0, gt=0)
+
+
 class AgentSection(Strict):
     """``[agent]``: identity, where to send, how to batch and retry."""
 
@@ -35,9 +52,12 @@ class AgentSection(Strict):
     ack_timeout: float = Field(default=30.0, gt=0)
     #: Seconds of silence after which an empty frame keeps the connection alive.
     heartbeat_interval: float = Field(default=20.0, gt=0)
-    #: Reconnect backoff: full jitter between 0 and min(max, min * 2**attempt) seconds.
+    #: Reconnect backoff: full jitter between 0 and min(max, min * 2**attempt) seconds. The
+    #: cap bounds how long an agent takes to notice a collector is back (at most
+    #: ``reconnect_max``, a third of it on average): 3 s suits a LAN; full jitter spreads a
+    #: fleet's reconnects over those seconds (``telemetry.backoff``).
     reconnect_min: float = Field(default=0.1, gt=0)
-    reconnect_max: float = Field(default=30.0, gt=0)
+    reconnect_max: float = Field(default=3.0, gt=0)
     #: Seconds a clean stop (stdin EOF, SIGTERM) waits for outstanding acks.
     shutdown_timeout: float = Field(default=30.0, gt=0)
     #: Seconds between two ``ledger`` log events (reading counters); 0: only at exit.
@@ -53,6 +73,8 @@ class AgentSection(Strict):
     backoff_reset_after: float = Field(default=10.0, ge=0)
     #: TLS to the collectors (docs/security.md); unset: plaintext.
     tls: ClientTlsConfig | None = None
+    #: ``/metrics`` and ``/healthz`` over HTTP (docs/agent-hosts.md); unset: none.
+    http: AgentHttpConfig | None = None
 
     @field_validator("endpoints")
     @classmethod

@@ -108,6 +108,15 @@ class SqliteSinkConfig(SinkBase):
     #: SQLite ``PRAGMA synchronous``: ``NORMAL`` is durable against crashes of the process,
     #: ``FULL`` also against power loss.
     synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
+    #: Retention (docs/sinks.md): delete rows stored more than this many seconds ago, by
+    #: ``received_at`` (0: keep them).
+    max_age: float = Field(default=0, ge=0)
+    #: Retention: keep at most this many rows, the most recently stored (0: no limit).
+    max_rows: int = Field(default=0, ge=0)
+    #: Seconds between two retention passes (with ``max_age`` or ``max_rows``).
+    prune_interval: float = Field(default=60.0, gt=0)
+    #: Most rows one DELETE removes: a write waits for at most one such chunk.
+    prune_chunk: int = Field(default=2_000, ge=1)
 
 
 #: Fields a sink's subject/topic template may use; values are escaped (docs/sinks.md).
@@ -140,6 +149,13 @@ class PostgresSinkConfig(SinkBase):
     hypertable: bool = True
     #: Seconds to wait for a connection at start and in each write.
     connect_timeout: float = Field(default=10.0, gt=0)
+    #: TimescaleDB only (a hypertable): drop chunks whose readings (by ``ts``) are older than
+    #: this many seconds, through ``add_retention_policy`` (0: no policy; an existing one is
+    #: left alone).
+    retention: float = Field(default=0, ge=0)
+    #: TimescaleDB only: compress chunks older than this many seconds, segmented by sensor,
+    #: through ``add_compression_policy`` (0: no policy).
+    compress_after: float = Field(default=0, ge=0)
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 

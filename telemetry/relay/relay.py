@@ -127,11 +127,13 @@ class Relay:
         await self.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        # No live reload: a SIGHUP (systemd's reload) must not end the relay undrained.
+        loop.add_signal_handler(signal.SIGHUP, log.warning, "reload_unsupported_restart_instead")
         try:
             assert self._stop is not None
             await self._stop.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self.shutdown()
 
@@ -261,6 +263,7 @@ class Relay:
                 letters.append((msg, self._letter(msg, f"undecodable message: {exc}")))
                 continue
             kept.append(msg)
+        self.pending = messages[-1].metadata.num_pending  # the lag, fresher than lag_interval
         if redelivered:
             self.ledger.redelivered += redelivered
             self.metrics.redeliveries.inc(redelivered)

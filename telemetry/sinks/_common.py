@@ -1,22 +1,21 @@
 """What the built-in sinks would otherwise each repeat: a sink's name, the not-started guard,
-JSON lines, table rows, and closing a client without letting its errors out."""
+JSON lines, and closing a client without letting its errors out."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Awaitable, Callable
-from datetime import datetime
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar, cast
 
 from structlog.typing import FilteringBoundLogger
 
 from telemetry.config.sinks import SinkConfig
+from telemetry.sinks import encoding
 from telemetry.sinks.base import Batch, Record, TransientSinkError
 
 T = TypeVar("T")
 
-#: The columns of a readings table, in the order of :func:`record_row`.
+#: The columns of a readings table, in the order of ``encoding.table_rows``.
 COLUMNS = ("id", "agent", "sensor", "metric", "value", "unit", "ts", "tags", "received_at")
 
 
@@ -38,30 +37,12 @@ def started(handle: T | None, kind: str) -> T:
     return handle
 
 
-def json_lines(batch: Batch) -> str:
-    """Each record's (or dead letter's) ``to_json()``, one per line."""
-    return "".join([item.to_json() + "\n" for item in batch])
-
-
-def record_row(
-    record: Record, timestamp: Callable[[datetime], Any] | None = None
-) -> tuple[Any, ...]:
-    """The record as a row of :data:`COLUMNS`; tags as JSON text, timestamps as they are or
-    through ``timestamp`` (e.g. to RFC 3339 text)."""
-    ts, received_at = record.ts, record.received_at
-    if timestamp is not None:
-        ts, received_at = timestamp(ts), timestamp(received_at)
-    return (
-        record.id,
-        record.agent,
-        record.sensor,
-        record.metric,
-        record.value,
-        record.unit,
-        ts,
-        json.dumps(record.tags, ensure_ascii=False, separators=(",", ":")),
-        received_at,
-    )
+def json_lines(batch: Batch) -> bytes:
+    """The batch as JSON lines (UTF-8): records in bulk (:func:`encoding.json_lines`), dead
+    letters each by its ``to_json()``."""
+    if batch and isinstance(batch[0], Record):
+        return encoding.json_lines(cast(Sequence[Record], batch))
+    return "".join([item.to_json() + "\n" for item in batch]).encode("utf-8")
 
 
 async def close_quietly(

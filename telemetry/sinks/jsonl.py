@@ -88,9 +88,8 @@ class JsonlSink:
     async def write(self, batch: Batch) -> None:
         """Append the batch (rotating first when due); returns after the flush (and fsync)."""
         started(self._file, "jsonl")
-        data = json_lines(batch).encode("utf-8")
-        try:
-            await self._thread.run(lambda: self._append(data))
+        try:  # encoded on the sink's thread too: the event loop only hands the batch over
+            await self._thread.run(lambda: self._append(json_lines(batch)))
         except OSError as exc:
             raise TransientSinkError(f"cannot append to {self.path}: {exc.strerror}") from exc
 

@@ -14,7 +14,7 @@ to ``latest_topic`` (default ``{topic}/latest``), so a new subscriber sees the c
 at once. A reading older than the one already published there by this sink is not.
 
 Topics come from the ``topic`` template; values are escaped so that a sensor name cannot add
-levels or wildcards (``telemetry.sinks._template``). The payload is ``Record.to_json()``.
+levels or wildcards (``telemetry.sinks._template``). The payload is the record's JSON.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from telemetry.redact import scrub
 from telemetry.sinks._common import close_quietly, not_started, sink_name
 from telemetry.sinks._template import Template, escape_mqtt
 from telemetry.sinks.base import Record, TransientSinkError
+from telemetry.sinks.encoding import json_documents
 
 log = get_logger("telemetry.sinks.mqtt")
 
@@ -113,7 +114,11 @@ class MqttSink:
             await self._drop_client()
             client = await self._connect()
         qos = self.config.qos
-        messages = [(self.topic.render(r), r.to_json(), False) for r in batch]
+        render = self.topic.render
+        messages = [
+            (render(r), payload, False)
+            for r, payload in zip(batch, json_documents(batch), strict=True)
+        ]
         latest: dict[str, Record] = {}
         if self.config.retain_latest:
             for record in batch:
@@ -123,12 +128,15 @@ class MqttSink:
                     topic, record.ts
                 ):
                     latest[topic] = record
-            messages.extend((topic, r.to_json(), True) for topic, r in latest.items())
+            documents = json_documents(list(latest.values()))
+            messages.extend(
+                (topic, payload, True) for topic, payload in zip(latest, documents, strict=True)
+            )
         window = asyncio.Semaphore(WINDOW)
 
-        async def publish(topic: str, payload: str, retain: bool) -> None:
+        async def publish(topic: str, payload: bytes, retain: bool) -> None:
             async with window:
-                await client.publish(topic, payload.encode("utf-8"), qos=qos, retain=retain)
+                await client.publish(topic, payload, qos=qos, retain=retain)
 
         try:
             async with asyncio.timeout(self.config.ack_timeout):

@@ -39,7 +39,7 @@ import asyncpg
 from telemetry.config import PostgresSinkConfig
 from telemetry.log import get_logger
 from telemetry.redact import redact_text, scrub, url_secrets
-from telemetry.sinks._common import COLUMNS, record_row, sink_name, started
+from telemetry.sinks._common import COLUMNS, sink_name, started
 from telemetry.sinks.base import (
     Content,
     PermanentSinkError,
@@ -50,6 +50,9 @@ from telemetry.sinks.base import (
     conflict_reason,
     content_of,
 )
+from telemetry.sinks.encoding import table_rows
+from telemetry.sinks.latest import postgres_latest, record_of
+from telemetry.sinks.timescale import apply_policies
 
 log = get_logger("telemetry.sinks.postgres")
 
@@ -272,8 +275,39 @@ class PostgresSink:
         # An existing table decides for itself: a hypertable keys on (id, ts).
         self.hypertable = timescale and await self._is_hypertable(conn)
         key = ("id", "ts") if self.hypertable else ("id",)
+        await self._apply_policies(conn)
         self._insert = insert_sql(self.schema, self.table, f"({', '.join(key)})")
         self._conflicts = conflicts_sql(self.schema, self.table, key)
+
+    async def _apply_policies(self, conn: asyncpg.Connection) -> None:
+        """``retention`` / ``compress_after`` on a hypertable (telemetry.sinks.timescale)."""
+        config = self.config
+        if not (config.retention or config.compress_after):
+            return
+        if not self.hypertable:
+            log.warning("timescale_policies_ignored", sink=self.name, reason="not a hypertable")
+            return
+        qualified = f"{quote_ident(self.schema)}.{quote_ident(self.table)}"
+        changes = await apply_policies(
+            conn,
+            self.schema,
+            self.table,
+            qualified,
+            retention=config.retention,
+            compress_after=config.compress_after,
+        )
+        log.info("timescale_policies", sink=self.name, changed=changes)
+
+    async def latest(self, limit: int) -> list[Record]:
+        """The newest reading (by ``ts``) of at most ``limit`` sensors (telemetry.sinks.latest)."""
+        pool = started(self._pool, "postgres")
+        qualified = f"{quote_ident(self.schema)}.{quote_ident(self.table)}"
+        try:
+            async with pool.acquire(timeout=self.config.connect_timeout) as conn:
+                rows = await conn.fetch(postgres_latest(qualified), limit)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise classify(exc, "latest", self._secrets()) from exc
+        return [record_of(tuple(row)) for row in rows]
 
     async def _is_hypertable(self, conn: asyncpg.Connection) -> bool:
         found = await conn.fetchval(
@@ -288,7 +322,7 @@ class PostgresSink:
         """Insert the batch in one transaction; a resent id (same content) is skipped, an id
         stored with other content is refused (:class:`RefusedRecords`, after the commit)."""
         pool = started(self._pool, "postgres")
-        rows = [record_row(record) for record in batch]
+        rows = table_rows(batch, text_times=False)
         refused: dict[int, str] = {}
         try:
             async with (

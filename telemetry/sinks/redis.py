@@ -3,7 +3,7 @@
 How this works: :meth:`RedisSink.start` connects and checks the server with ``PING``. A batch
 is sent as one pipeline wrapped in ``MULTI``/``EXEC``: either every reading of the batch is
 appended or none is, so a retried batch is not half duplicated. Each entry has one field,
-``data``, holding ``Record.to_json()``. With ``maxlen`` the stream is trimmed to about that
+``data``, holding the record's JSON. With ``maxlen`` the stream is trimmed to about that
 many entries (``XADD ... MAXLEN ~ N``, which trims whole radix-tree nodes: cheap).
 
 The client's own retries are turned off: a lost connection raises
@@ -26,6 +26,7 @@ from telemetry.log import get_logger
 from telemetry.redact import redact_url, scrub, url_secrets
 from telemetry.sinks._common import close_quietly, sink_name, started
 from telemetry.sinks.base import PermanentSinkError, Record, TransientSinkError
+from telemetry.sinks.encoding import json_documents
 
 log = get_logger("telemetry.sinks.redis")
 
@@ -83,10 +84,10 @@ class RedisSink:
         maxlen = self.config.maxlen
         try:
             async with client.pipeline(transaction=True) as pipe:
-                for record in batch:
+                for document in json_documents(batch):
                     pipe.xadd(
                         self.stream,
-                        {"data": record.to_json()},
+                        {"data": document},
                         maxlen=maxlen,
                         approximate=True,
                     )

@@ -10,6 +10,12 @@ holds (``total_changes`` tells, for free), one query reads back the stored rows 
 ids and compares their content with the batch's; a record whose id is stored with other
 content is refused (:class:`RefusedRecords`) after the rest is committed. A batch of new
 readings pays nothing for this.
+
+The table has one index besides ``id``'s: ``readings_sensor_ts`` on ``(sensor, ts)``, for the
+queries by sensor and time (docs/queries.md). It is what limits the rate of a growing table:
+an insert lands at as many places in it as there are sensors (docs/benchmarks.md has the
+figures with and without it). Rows are built on the sink's thread
+(:func:`~telemetry.sinks.encoding.table_rows`), not on the event loop.
 """
 
 from __future__ import annotations
@@ -20,8 +26,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from telemetry.config import SqliteSinkConfig
-from telemetry.protocol import format_timestamp
-from telemetry.sinks._common import COLUMNS, record_row, sink_name, started
+from telemetry.sinks._common import COLUMNS, sink_name, started
 from telemetry.sinks._thread import WorkerThread
 from telemetry.sinks.base import (
     PermanentSinkError,
@@ -32,6 +37,9 @@ from telemetry.sinks.base import (
     conflict_reason,
     content_of,
 )
+from telemetry.sinks.encoding import table_rows
+from telemetry.sinks.latest import SQLITE_LATEST, record_of
+from telemetry.sinks.sqlite_retention import Retention
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS readings (
@@ -58,7 +66,7 @@ STORED = (
     "SELECT id, sensor, metric, value, unit, ts, tags, received_at FROM readings "
     "WHERE id IN (SELECT value FROM json_each(?))"
 )
-#: Where the columns of ``STORED`` sit in a row of :func:`record_row`: sensor, metric, value,
+#: Where the columns of ``STORED`` sit in a row of :func:`table_rows`: sensor, metric, value,
 #: unit, ts, tags, received_at.
 CONTENT = (2, 3, 4, 5, 6, 7, 8)
 
@@ -74,6 +82,8 @@ class SqliteSink:
         self.synchronous = config.synchronous
         self._db: sqlite3.Connection | None = None
         self._thread = WorkerThread(f"sink-{self.name}")
+        #: ``max_age`` / ``max_rows``: pruned in the background (telemetry.sinks.sqlite_retention).
+        self.retention = Retention(self.name, config, self._thread.run)
 
     async def start(self) -> None:
         """Open the file (WAL mode) and create the table; a file another process holds locked
@@ -86,6 +96,7 @@ class SqliteSink:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise TransientSinkError(message) from exc
             raise PermanentSinkError(message) from exc
+        self.retention.start(self._db)
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,9 +113,9 @@ class SqliteSink:
 
     async def write(self, batch: Sequence[Record]) -> None:
         db = started(self._db, "sqlite")
-        rows = [record_row(record, format_timestamp) for record in batch]
 
         def insert() -> dict[int, str]:
+            rows = table_rows(batch)  # on the sink's thread, as the insert
             db.execute("BEGIN")
             try:
                 before = db.total_changes
@@ -127,7 +138,14 @@ class SqliteSink:
         if refused:
             raise RefusedRecords(refused)
 
+    async def latest(self, limit: int) -> list[Record]:
+        """The newest reading (by ``ts``) of at most ``limit`` sensors (telemetry.sinks.latest)."""
+        db = started(self._db, "sqlite")
+        rows = await self._thread.run(lambda: db.execute(SQLITE_LATEST, (limit,)).fetchall())
+        return [record_of(row) for row in rows]
+
     async def close(self) -> None:
+        await self.retention.stop()
         db, self._db = self._db, None
         if db is not None:
             await self._thread.run(db.close)

@@ -27,7 +27,7 @@ class StdoutSink:
     async def write(self, batch: Batch) -> None:
         stream = self._stream or sys.stdout
         try:
-            stream.write(json_lines(batch))
+            stream.write(json_lines(batch).decode("utf-8"))
             stream.flush()
         except OSError as exc:
             raise TransientSinkError(f"cannot write to stdout: {exc}") from exc

@@ -182,3 +182,75 @@ async def test_page_escapes_what_agents_send(start_collector: StartCollector, br
     assert await _in_thread(lambda: browser.find_elements(By.CSS_SELECTOR, "#sensors img")) == []
     assert await _in_thread(lambda: browser.title) == "telemetry · live"
     await client.close()
+
+
+TIME = r"^\d{4}-\d\d-\d\d ([01]\d|2[0-3]):[0-5]\d:[0-5]\d (\S+)$"
+
+
+async def test_page_reads_at_a_glance_after_a_restart(
+    start_collector: StartCollector, browser: Any
+) -> None:
+    """After a restart the last stored values are shown, marked restored; sparklines carry
+    min, max and last; bytes are humanised; times are 24-hour with date and zone; a
+    rejection names its sensor."""
+    import re
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    first = await start_collector()
+    client = await WireClient.connect(first.ingest_port)
+    await client.hello("pi-9")
+    stored = [{"sensor": "cellar/humidity", "value": 71.5, "unit": "%"}]
+    await client.send({"type": "batch", "seq": 0, "readings": stored})
+    await client.recv()
+    await client.close()
+    await first.shutdown()
+
+    collector = await start_collector()
+    now = datetime.now(UTC).timestamp()
+    for i, value in enumerate((10.0, 30.0, 25.0)):  # three steps of one sensor's history
+        at = now - (3 - i) * live_module.HISTORY_STEP
+        ts = datetime.fromtimestamp(at, UTC)
+        with mock.patch.object(live_module.time, "time", return_value=at):
+            collector.live.accepted(-1, [Record(None, "pi-9", "attic/temp", value, ts, ts)])
+    collector.live.agents.pop(-1, None)
+    client = await _send_readings(collector)  # greenhouse-2: a rejection of greenhouse-2/air
+
+    await _in_thread(lambda: browser.get(f"http://127.0.0.1:{collector.http.port}/"))
+    wait = WebDriverWait(browser, timeout(10))
+    restored = '#sensors tr.restored[data-sensor="cellar/humidity"]'
+    await _in_thread(lambda: wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, restored)))
+
+    def seen() -> dict[str, Any]:
+        text = lambda css: browser.find_element(By.CSS_SELECTOR, css).text  # noqa: E731
+        attic = '#sensors tr[data-sensor="attic/temp"] svg.spark'
+        return {
+            "restored_value": text(f"{restored} td.value"),
+            "restored_when": text(f"{restored} td.when"),
+            "spark": {c: text(f"{attic} text.{c}") for c in ("min", "max", "last")},
+            "received": text('#agents tr[data-agent="greenhouse-2"] td.bytes'),
+            "connected": browser.find_elements(By.CSS_SELECTOR, "#agents tbody td")[2].text,
+            "rejection_sensor": text("#rejections tbody td.sensor"),
+            "rejection_time": text("#rejections tbody td"),
+            "zone": browser.execute_script(
+                "return zoneName(new Date())"  # the page's own: the browser's zone, named
+            ),
+            "bytes": browser.execute_script(
+                "return [0, 1023, 1536, 5 * 2 ** 20, 3.5 * 2 ** 30].map(fmtBytes)"
+            ),
+        }
+
+    page = await _in_thread(seen)
+    assert page["restored_value"].replace(" ", "") == "71.5%"
+    assert page["restored_when"].endswith("restored")
+    assert page["spark"] == {"min": "min 10", "max": "max 30", "last": "last 25"}
+    assert re.fullmatch(r"\d+ B", page["received"]), page["received"]
+    assert page["rejection_sensor"] == "greenhouse-2/air"
+    assert page["bytes"] == ["0 B", "1023 B", "1.50 KiB", "5.00 MiB", "3.50 GiB"]
+    restored_when = page["restored_when"].removesuffix("restored")
+    for shown in (page["connected"], page["rejection_time"], restored_when):
+        match = re.match(TIME, shown.strip())
+        assert match, shown
+        assert match.group(2) == page["zone"]
+    await client.close()

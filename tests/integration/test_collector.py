@@ -750,7 +750,7 @@ async def test_reload_swaps_credentials_without_dropping_a_connection(tmp_path):
         kept = await WireClient.connect(port)
         assert (await kept.hello("a", token="old"))["type"] == "welcome"
         write("new")
-        assert collector.reload()
+        assert await collector.reload()
         stale = await WireClient.connect(port)
         await stale.send({"type": "hello", "agent": "b", "token": "old"})
         assert (await stale.recv())["code"] == "unauthorized"
@@ -759,7 +759,7 @@ async def test_reload_swaps_credentials_without_dropping_a_connection(tmp_path):
         await kept.send({"type": "batch", "seq": 0, "readings": [{"sensor": "s", "value": 1}]})
         assert (await kept.recv())["accepted"] == 1
         path.write_text("[ingest]\ntokens = [\n")  # broken TOML
-        assert not collector.reload()
+        assert not await collector.reload()
         again = await WireClient.connect(port)
         assert (await again.hello("d", token="new"))["type"] == "welcome"
     finally:

@@ -241,8 +241,8 @@ async def _metrics(port: int) -> str:
 
 
 def test_the_relay_command_serves_and_drains(tmp_path: Path) -> None:
-    """``telemetry relay --config`` writes to SQLite, serves its metrics, and exits 0 on
-    SIGTERM after its drain."""
+    """``telemetry relay --config`` writes to SQLite, serves its metrics, outlives a SIGHUP,
+    and exits 0 on SIGTERM after its drain."""
     asyncio.run(_relay_command(tmp_path))
 
 
@@ -286,6 +286,9 @@ async def _relay_command(tmp_path: Path) -> None:
                 assert proc.stderr is not None
                 raise AssertionError((await proc.stderr.read()).decode()[-3000:])
             assert "telemetry_sink_written_readings_total" in text
+            proc.send_signal(signal.SIGHUP)  # no reload: logged, and the relay goes on
+            await asyncio.sleep(0.3)
+            assert await _metrics(port)
             proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(timeout(30)):
                 assert await proc.wait() == 0
@@ -296,6 +299,7 @@ async def _relay_command(tmp_path: Path) -> None:
         assert proc.stderr is not None
         log = (await proc.stderr.read()).decode()
         assert '"event": "relay_stopped"' in log or '"event":"relay_stopped"' in log
+        assert "reload_unsupported_restart_instead" in log
         with sqlite3.connect(db) as conn:
             assert conn.execute("SELECT count(DISTINCT id) FROM readings").fetchone() == (300,)
     finally:
@@ -322,9 +326,9 @@ async def test_a_slow_sink_causes_no_redelivery(stream: Stream, start_relay: Any
     await stream.publish(records(0, 20))
     sink = RecordingSink()
     sink.gate = asyncio.Event()
-    relay = await start_relay(relay_config(stream, ack_wait=1.0), [sink], write_timeout=10)
+    relay = await start_relay(relay_config(stream, ack_wait=1.5), [sink], write_timeout=20)
     await until(lambda: relay.ledger.in_flight == 20)
-    await asyncio.sleep(timeout(3))  # three ack_waits
+    await asyncio.sleep(timeout(5))  # over three ack_waits
     sink.gate.set()
     await until(lambda: relay.ledger.acked == 20)
     assert relay.ledger.redelivered == 0

@@ -79,6 +79,9 @@ class PolledSource:
     """Base of the sources that take a sample every ``interval`` seconds."""
 
     finite = False
+    #: Seconds after a first sample until one that has every value (rates need two);
+    #: ``telemetry agent --test`` waits for it. 0: the first sample is complete.
+    warmup = 0.0
 
     def __init__(self, config: PolledSourceBase, agent_id: str, *, name: str) -> None:
         self.name = name

@@ -84,6 +84,11 @@ class NetRates:
         return rates
 
 
+#: Seconds between the sample that starts the CPU and network rates and the first that has
+#: them, in ``telemetry agent --test``.
+RATE_WARMUP = 1.0
+
+
 class SystemSource(PolledSource):
     """CPU, load, memory, swap, disks, network rates, temperatures and fans of this host."""
 
@@ -101,6 +106,9 @@ class SystemSource(PolledSource):
         self._ps: Any = psutil if psutil is not None else importlib.import_module("psutil")
         self._rates = NetRates()
         self._cpu_started = False
+        if {"cpu", "net"} & set(config.metrics):
+            # Rates are measured between two samples: a dry run takes one to start them.
+            self.warmup = RATE_WARMUP
 
     async def sample(self) -> Sample:
         ts = time.time()
