@@ -124,18 +124,17 @@ def scenarios_for(
 
 
 def run_matrix(
-    setups: list[tuple[tuple[str, ...], int]],
-    readings: int,
+    setups: list[tuple[tuple[str, ...], int, int]],
     payloads: Payloads,
     conns: int = 4,
     modes: tuple[tuple[str, int], ...] = MODES,
 ) -> list[Row]:
-    """Every (sinks, workers) setup, every mode, ``ROUNDS`` interleaved rounds; best rows.
-
-    All collectors run at once (idle but for the one measured), so that the rounds interleave."""
+    """Every (sinks, workers, readings) setup, every mode, ``ROUNDS`` interleaved rounds; the
+    best rows. All collectors run at once (idle but for the one measured), so that the rounds
+    interleave."""
     with contextlib.ExitStack() as stack:
         scenarios: list[Callable[[], Row]] = []
-        for kinds, workers in setups:
+        for kinds, workers, readings in setups:
             scenarios += scenarios_for(kinds, workers, readings, payloads, conns, stack, modes)
         return best_of(ROUNDS, scenarios)
 
@@ -173,8 +172,8 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown sinks {unknown}; known: {', '.join(SINKS)}")
     print(f"# {machine()}")
-    setups = [((kind,), int(w)) for kind in kinds for w in args.workers.split(",")]
-    rows = run_matrix(setups, args.readings, pool(), args.connections)
+    setups = [((kind,), int(w), args.readings) for kind in kinds for w in args.workers.split(",")]
+    rows = run_matrix(setups, pool(), args.connections)
     print(HEADER)
     for row in rows:
         print(format_row(row))

@@ -1,5 +1,7 @@
 """The peer to beat: rsyslog receiving the same JSON readings over persistent TCP, parsing
-them and writing them to a file; against ``telemetry collect --workers N`` in the same run.
+them and writing them to a file; against ``telemetry collect --workers N`` doing the same
+work (the ``jsonl`` sink: every reading parsed, validated and written to a file, batches
+acked once written) in the same run, and with the ``null`` sink (ingest alone, context).
 
 rsyslog (installed with apt-get when missing) runs in the foreground with its own config and
 work directory in a temporary directory: ``imtcp`` on a free high port (octet-counted framing,
@@ -40,14 +42,15 @@ from common import (
     tree_cpu,
     verdict,
 )
+from end_to_end import destination
 from ingest import CONNECTIONS, HEADER, MODES, ROUNDS, best_of, format_row, measure, pool
 
 from telemetry.bench import Payloads
 from telemetry.runtime import run_async
 
 SYSLOG_PREFIX = b"<14>1 - - - - - - @cee:"
-TARGET_LOOSE = 1.0
-TARGET_BATCHED = 2.5
+#: Telemetry -> jsonl over rsyslog -> omfile, the same work (issue "Fast all the way").
+TARGETS = {("jsonl", "batched"): 1.5, ("jsonl", "fire-and-forget"): 1.0}
 
 CONFIG = """\
 global(workDirectory="{work}" maxMessageSize="64k")
@@ -202,38 +205,66 @@ def measure_rsyslog(rs: Rsyslog, payloads: Payloads, conns: int, readings: int) 
     }
 
 
-def run_peer(workers: int, readings: int, payloads: Payloads) -> list[dict[str, Any]]:
-    """For each connection count: telemetry (batched, fire-and-forget) then rsyslog; every
-    scenario once per round, best of ``ROUNDS``, as for the collector alone."""
-    with collector(workers) as col, rsyslog() as rs:
+def run_peer(
+    workers: int,
+    readings: int,
+    payloads: Payloads,
+    conns_list: tuple[int, ...] = CONNECTIONS,
+    kinds: tuple[str, ...] = ("jsonl", "null"),
+) -> list[dict[str, Any]]:
+    """For each connection count: telemetry writing to each of ``kinds`` (batched,
+    fire-and-forget), then rsyslog writing its file; every scenario once per round, best of
+    ``ROUNDS``. ``jsonl`` is the same work as rsyslog's (parse, write every message to a
+    file); ``null`` is ingest alone."""
+    with contextlib.ExitStack() as stack:
+        rs = stack.enter_context(rsyslog())
+        cols = {
+            kind: stack.enter_context(
+                collector(workers, sinks=stack.enter_context(destination((kind,))))
+            )
+            for kind in kinds
+        }
         scenarios: list[Callable[[], dict[str, Any]]] = []
-        for conns in CONNECTIONS:
+
+        def run(kind: str, conns: int, batch: int) -> dict[str, Any]:
+            col = cols[kind]
+            row = measure(col.port, col.cpu, payloads, conns, batch, readings, workers)
+            row["sink"] = kind
+            return row
+
+        for conns in conns_list:
             scenarios += [
-                functools.partial(
-                    measure, col.port, col.cpu, payloads, conns, batch, readings, workers
-                )
-                for _, batch in MODES
+                functools.partial(run, kind, conns, batch) for kind in kinds for _, batch in MODES
             ]
             scenarios.append(functools.partial(measure_rsyslog, rs, payloads, conns, readings))
         rows = best_of(ROUNDS, scenarios)
     for row in rows:
-        print(format_row(row), flush=True)
+        row.setdefault("sink", "omfile")
+        print(f"{row['sink']:<7}" + format_row(row), flush=True)
     return rows
 
 
 def peer_ratios(rows: list[dict[str, Any]]) -> list[str]:
+    """Telemetry -> jsonl against rsyslog -> omfile (equal work: the targets), and the
+    ``null`` sink (ingest alone, for context), per connection count."""
     lines = []
-    for conns in CONNECTIONS:
-        by_mode = {r["mode"]: r for r in rows if r["conns"] == conns}
-        peer = by_mode["rsyslog"]["readings_per_s"]
-        workers = by_mode["batched"]["workers"]
-        for mode, target in (("fire-and-forget", TARGET_LOOSE), ("batched", TARGET_BATCHED)):
-            ratio = by_mode[mode]["readings_per_s"] / peer
-            per_cpu = by_mode["rsyslog"]["collector_us"] / by_mode[mode]["collector_us"]
+    for conns in sorted({r["conns"] for r in rows}):
+        at = [r for r in rows if r["conns"] == conns]
+        peer = next(r for r in at if r["mode"] == "rsyslog")
+        for row in at:
+            if row["mode"] == "rsyslog":
+                continue
+            target = TARGETS.get((row["sink"], row["mode"]))
+            ratio = row["readings_per_s"] / peer["readings_per_s"]
+            per_cpu = peer["collector_us"] / row["collector_us"]
+            judged = (
+                f"(target >= {target}) {verdict(ratio >= target)}"
+                if target
+                else "(ingest alone, context)"
+            )
             lines.append(
-                f"{mode}, --workers {workers}, {conns:>2} conns / rsyslog = {ratio:.2f} "
-                f"(target >= {target}) {verdict(ratio >= target)}; per CPU second "
-                f"{per_cpu:.2f} {verdict(per_cpu >= target)}"
+                f"{row['mode']} -> {row['sink']}, --workers {row['workers']}, {conns:>2} conns / "
+                f"rsyslog -> omfile = {ratio:.2f} {judged}; per CPU second {per_cpu:.2f}"
             )
     return lines
 
@@ -246,7 +277,7 @@ def main() -> None:
     workers = effective_workers(args.workers)
     print(f"# {machine()}")
     print(f"# {rsyslog_version(ensure_rsyslog())}")
-    print(HEADER)
+    print(f"{'sink':<7}" + HEADER)
     rows = run_peer(workers, args.readings, pool())
     for line in peer_ratios(rows):
         print(line)

@@ -11,7 +11,8 @@ its ack means the collector has handled every frame before it (the collector han
 connection's frames in order). Marker readings reach the sinks too; they are counted apart.
 
 With ``rate`` the connections pace themselves (each ``rate / connections`` readings/s) in
-ticks of a few milliseconds; without it they send as fast as the collector takes them (window
+ticks of a few milliseconds, batched connections spread evenly over a batch's interval;
+without it they send as fast as the collector takes them (window
 and TCP backpressure). ``duration`` stops sending after that many seconds. The clock starts
 once every connection is open (and, batched, welcomed). The bench reports its own CPU time so
 that a reader can tell whether the load generator was the bottleneck.
@@ -223,6 +224,10 @@ class _Connection:
         loop = asyncio.get_running_loop()
         size = self.opts.batch
         rate = self.opts.rate / self.opts.connections if self.opts.rate else None
+        # Paced connections are spread over a batch's interval (the i-th of n starts i/n of it
+        # late), as independent agents are: in step, n connections would send n batches at
+        # once, a burst no fleet makes, and every ack would wait behind the others' writes.
+        phase = size * self.index / self.opts.connections
         inflight: dict[int, tuple[bytes, int, float]] = {}  # seq -> (frame, readings, sent at)
         slots = asyncio.Semaphore(self.window)
         done_sending = asyncio.Event()
@@ -268,7 +273,7 @@ class _Connection:
                     break
                 count = size if self.share is None else min(size, self.share - sent)
                 if rate is not None:
-                    due = start + sent / rate
+                    due = start + (sent + phase) / rate
                     if due > now:
                         await asyncio.sleep(due - now)
                         continue

@@ -18,9 +18,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "send ~150-byte readings over N connections, as acked batches (--batch N) or as "
         "fire-and-forget frames (--batch 0, completion detected by one acked marker batch "
         "per connection), as fast as possible or at --rate. Reports readings/s, MiB/s, ack "
-        "latency percentiles and the CPU the bench itself used.",
+        "latency percentiles and the CPU the bench itself used. "
+        "End to end into a sink: run the collector with that sink configured (and only it, "
+        "to measure it alone); a batch is acked once every sink of its route has committed "
+        "it, so acked batches (--batch N) give the readings/s stored and the ack latency is "
+        "the time to storage. Fire-and-forget figures are end to end too: the final marker "
+        "batch is acked after it went through the same sink queues.",
         epilog="Examples: telemetry bench -e 127.0.0.1:7600 --connections 4; "
-        "telemetry bench --batch 0 --rate 20000 --duration 10 --json",
+        "telemetry bench --batch 0 --rate 20000 --duration 10 --json. "
+        "Every sink, its raw limit and rsyslog in one table: benchmarks/run_all.py "
+        "(docs/benchmarks.md).",
     )
     bench.add_argument(
         "--endpoint",

@@ -234,7 +234,8 @@ class MqttSinkConfig(SinkBase):
 
 
 class RedisSinkConfig(SinkBase):
-    """Redis streams through redis.asyncio: one ``XADD`` per reading, one MULTI per batch."""
+    """Redis streams through redis.asyncio: one ``XADD`` per reading, one script call per
+    batch."""
 
     type: Literal["redis"]
     #: ``redis://[user@]host:port/db`` (``rediss://`` for TLS); the password goes in ``password``.

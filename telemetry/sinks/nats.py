@@ -18,7 +18,7 @@ content is refused (:class:`RefusedRecords`); the others of the batch are stored
 new readings pays nothing for this.
 
 Subjects come from the ``subject`` template; values are escaped so that a sensor name cannot
-add tokens or wildcards (``telemetry.sinks._template``). The payload is ``Record.to_json()``.
+add tokens or wildcards (``telemetry.sinks._template``). The payload is the record's JSON.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from telemetry.sinks.base import (
     conflict_reason,
     content_of,
 )
+from telemetry.sinks.encoding import json_documents
 
 log = get_logger("telemetry.sinks.nats")
 
@@ -159,11 +160,11 @@ class NatsSink:
         futures: list[asyncio.Future[PubAck]] = []
         try:
             async with asyncio.timeout(self.config.ack_timeout):
-                for record in batch:
+                for record, payload in zip(batch, json_documents(batch), strict=True):
                     headers = {MSG_ID: record.id} if record.id is not None else None
                     future = await js.publish_async(
                         render(record),
-                        record.to_json().encode("utf-8"),
+                        payload,
                         stream=stream,
                         headers=headers,
                     )
@@ -270,7 +271,7 @@ async def _close_quietly(nc: NatsClient) -> None:
 
 
 def _same_content(record: Record, payload: bytes) -> bool:
-    """True when a stored message (``Record.to_json()`` of the reading stored first) holds
+    """True when a stored message (the JSON of the reading stored first) holds
     the record's content."""
     try:
         data = json.loads(payload)

@@ -1,10 +1,14 @@
-"""The ``redis`` sink: one stream entry per reading (``XADD``), one transaction per batch.
+"""The ``redis`` sink: one stream entry per reading (``XADD``), one script call per batch.
 
-How this works: :meth:`RedisSink.start` connects and checks the server with ``PING``. A batch
-is sent as one pipeline wrapped in ``MULTI``/``EXEC``: either every reading of the batch is
-appended or none is, so a retried batch is not half duplicated. Each entry has one field,
-``data``, holding the record's JSON. With ``maxlen`` the stream is trimmed to about that
-many entries (``XADD ... MAXLEN ~ N``, which trims whole radix-tree nodes: cheap).
+How this works: :meth:`RedisSink.start` connects, checks the server with ``PING`` and loads
+:data:`APPEND` (``SCRIPT LOAD``). A batch is one ``EVALSHA`` of that script with every
+reading's JSON as an argument: the script appends them in order with ``XADD``, on the server,
+and a script runs whole or not at all, so a retried batch is not half duplicated (as with
+MULTI/EXEC, which it replaces: a command per reading cost the client more than the server,
+docs/benchmarks.md). Each entry has one field, ``data``, holding the record's JSON. With
+``maxlen`` the stream is trimmed to about that many entries (``XADD ... MAXLEN ~ N``, which
+trims whole radix-tree nodes: cheap). A server that lost the script (restart, ``SCRIPT
+FLUSH``) gets it again: redis-py's script object sends ``EVAL`` on ``NOSCRIPT``.
 
 The client's own retries are turned off: a lost connection raises
 :class:`TransientSinkError` and the pipeline decides when to retry; the next command opens a
@@ -20,6 +24,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 
 from telemetry.config import RedisSinkConfig
 from telemetry.log import get_logger
@@ -34,8 +39,23 @@ log = get_logger("telemetry.sinks.redis")
 TRANSIENT_REPLIES = ("OOM ", "LOADING ", "BUSY ", "TRYAGAIN ", "MASTERDOWN ", "READONLY ")
 
 
+#: Appends ``ARGV[2..]`` to the stream ``KEYS[1]``, trimmed to about ``ARGV[1]`` entries
+#: (0: never trimmed); returns how many it appended.
+APPEND = """
+local maxlen = tonumber(ARGV[1])
+for i = 2, #ARGV do
+    if maxlen > 0 then
+        redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'data', ARGV[i])
+    else
+        redis.call('XADD', KEYS[1], '*', 'data', ARGV[i])
+    end
+end
+return #ARGV - 1
+"""
+
+
 class RedisSink:
-    """Appends each batch to a Redis stream in one MULTI/EXEC pipeline."""
+    """Appends each batch to a Redis stream in one script call."""
 
     config_model: ClassVar[type[RedisSinkConfig]] = RedisSinkConfig
 
@@ -50,6 +70,7 @@ class RedisSink:
             *url_secrets(config.url),
         ]
         self._client: aioredis.Redis | None = None
+        self._append: AsyncScript | None = None
 
     async def start(self) -> None:
         """Connect and PING; raise :class:`TransientSinkError` when the server is unreachable."""
@@ -72,6 +93,7 @@ class RedisSink:
                 f"redis: cannot connect to {self.url}: {self._scrub(str(exc))}"
             ) from exc
         self._client = client
+        self._append = client.register_script(APPEND)
         log.info("redis_sink_started", sink=self.name, url=self.url, stream=self.stream)
 
     def _scrub(self, text: str) -> str:
@@ -79,19 +101,11 @@ class RedisSink:
         return scrub(text, self._secrets)
 
     async def write(self, batch: Sequence[Record]) -> None:
-        """``XADD`` every record in one transaction; returns after ``EXEC``."""
-        client = started(self._client, "redis")
+        """``XADD`` every record in one script call; returns after the server ran it."""
         maxlen = self.config.maxlen
         try:
-            async with client.pipeline(transaction=True) as pipe:
-                for document in json_documents(batch):
-                    pipe.xadd(
-                        self.stream,
-                        {"data": document},
-                        maxlen=maxlen,
-                        approximate=True,
-                    )
-                await pipe.execute()
+            append = started(self._append, "redis")
+            await append(keys=[self.stream], args=[maxlen or 0, *json_documents(batch)])
         except redis.exceptions.ResponseError as exc:  # WRONGTYPE, OOM with noeviction...
             if any(code in str(exc) for code in TRANSIENT_REPLIES):
                 raise TransientSinkError(f"redis is busy: {self._scrub(str(exc))}") from exc
@@ -102,6 +116,7 @@ class RedisSink:
     async def close(self) -> None:
         """Close the connection pool; idempotent."""
         client, self._client = self._client, None
+        self._append = None
         if client is not None:
             await close_quietly(
                 client.aclose,
