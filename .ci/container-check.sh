@@ -4,7 +4,9 @@
 # of the unchanged Dockerfile, the whole compose stack (postgres and nats replaced by stand-ins
 # built from Debian packages, .ci/container/docker-compose.ci.yml), a smoke test through it
 # (agents -> collectors -> PostgreSQL and NATS JetStream; /readyz, /metrics), a drain on
-# stop that loses no acked reading, and `compose down -v`.
+# stop that loses no acked reading, and `compose down -v`; then the scale topology
+# (docker-compose.scale.yml: collectors -> NATS JetStream cluster -> relays -> stores, readings
+# stored exactly once through a NATS node's loss; .ci/container-check-scale.sh).
 #
 #   bash .ci/container-check.sh        # as root; CONTAINER_CHECK_DIR=... moves the cache
 #
@@ -180,7 +182,8 @@ SVC=$!
 # depends_on: condition: service_healthy resolves.
 (
   while sleep 1; do
-    for c in $(podman ps -q --filter label=com.docker.compose.project=$PROJECT 2>/dev/null); do
+    for c in $(podman ps -q --filter label=com.docker.compose.project=$PROJECT 2>/dev/null) \
+             $(podman ps -q --filter label=com.docker.compose.project=$PROJECT-scale 2>/dev/null); do
       case $(podman inspect --format '{{.State.Health.Status}}' "$c" 2>/dev/null) in
         healthy) ;;
         *) podman healthcheck run "$c" >/dev/null 2>&1 || true ;;
@@ -368,6 +371,10 @@ check "compose down -v removes containers and volumes" sh -c "
   '$COMPOSE' -p $PROJECT -f docker-compose.yml -f .ci/container/docker-compose.ci.yml down -v -t 5 >'$LOGS/down.log' 2>&1 &&
   [ -z \"\$(podman ps -aq --filter label=com.docker.compose.project=$PROJECT)\" ] &&
   [ -z \"\$(podman volume ls -q --filter label=com.docker.compose.project=$PROJECT)\" ]"
+
+# --- the scale topology (docker-compose.scale.yml, docs/scale.md) ----------------------------
+# shellcheck source=.ci/container-check-scale.sh
+source .ci/container-check-scale.sh
 
 summary
 [ "$FAIL" -eq 0 ]

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from telemetry.agent.endpoint_order import endpoint_stride, first_endpoint
 from telemetry.collector.handoff import try_send_connection, wait_writable
 from telemetry.config import CollectorConfig
 from telemetry.protocol import FrameDecoder, encode_frame
@@ -34,6 +35,21 @@ EXAMPLES_FACTOR = float(os.environ.get("TELEMETRY_TEST_EXAMPLES_FACTOR", "1"))
 def examples(count: int) -> int:
     """A property test's ``max_examples``, scaled by TELEMETRY_TEST_EXAMPLES_FACTOR."""
     return max(10, round(count * EXAMPLES_FACTOR))
+
+
+def tried_in_order(agent_id: str, *endpoints: str) -> list[str]:
+    """An ``endpoints`` list that the agent ``agent_id`` tries in the order given here.
+
+    An agent tries index ``first + k * stride`` (modulo the length) at its ``k``-th try,
+    both derived from its id (:mod:`telemetry.agent.endpoint_order`): ``endpoints[k]`` is
+    put there.
+    """
+    count = len(endpoints)
+    first, stride = first_endpoint(agent_id, count), endpoint_stride(agent_id, count)
+    ordered = [""] * count
+    for k, endpoint in enumerate(endpoints):
+        ordered[(first + k * stride) % count] = endpoint
+    return ordered
 
 
 def frame(obj: Any) -> bytes:

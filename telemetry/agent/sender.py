@@ -1,6 +1,12 @@
 """The sender: keeps a connection to a collector and moves the spool's batches over it.
 
-How this works: :meth:`Sender.run` loops forever over the configured endpoints, in turn.
+How this works: :meth:`Sender.run` loops forever over the configured endpoints in the order
+:class:`~telemetry.agent.endpoint_order.EndpointOrder` derives from the agent's id: a fleet
+given the same ``endpoints`` list spreads evenly over them (and each agent comes back to the
+same collector after a restart) instead of all landing on the first entry. Whatever ends a
+connection (a ``goaway`` from a draining collector or from ``max_connection_age``, a loss, a
+refused handshake), the next connection goes to the next endpoint of that order.
+
 Each pass connects, sends ``hello``, waits for ``welcome`` (``connect_timeout``) and then
 serves an :class:`~telemetry.agent.session.AgentSession`, the sans-I/O core that holds the
 window, acks, nacks, goaway drain, timeouts and the send counters. This module only moves
@@ -52,6 +58,7 @@ from telemetry.agent.connection import (
     ConnectionClosed,
     remember,
 )
+from telemetry.agent.endpoint_order import EndpointOrder
 from telemetry.agent.session import AgentSession, check_welcome, clip
 from telemetry.agent.spool import Spool
 from telemetry.backoff import Backoff
@@ -104,7 +111,8 @@ class Sender:
         #: TLS to the collectors, built once (an unreadable CA or key fails here, at start).
         self._tls = client_tls(section.tls)
         self._wake = asyncio.Event()
-        self._next_endpoint = 0
+        #: Which endpoint the next connection goes to (spread by the agent's id).
+        self._order = EndpointOrder(section.id, section.endpoints)
         #: Acks received whose spool write failed: applied again until one succeeds.
         self._unapplied: dict[int, AckBatch] = {}
         self._write_errors = RateLimitedLog(log, SPOOL_RETRY_INTERVAL)
@@ -124,14 +132,13 @@ class Sender:
         lookups = asyncio.create_task(remember(endpoints, self.section.connect_timeout))
         with structlog.contextvars.bound_contextvars(agent=self.section.id):
             try:
-                await self._run(endpoints)
+                await self._run()
             finally:
                 lookups.cancel()
 
-    async def _run(self, endpoints: list[str]) -> None:
+    async def _run(self) -> None:
         while True:
-            endpoint = endpoints[self._next_endpoint % len(endpoints)]
-            self._next_endpoint += 1
+            endpoint = self._order.next()
             try:
                 outcome = await self._connect_and_serve(endpoint)
             except Exception:  # a bug must not end delivery: log it and reconnect
@@ -143,7 +150,7 @@ class Sender:
                 after=outcome.value,
                 delay=round(delay, 3),
                 attempt=self._backoff.attempt,
-                next_endpoint=endpoints[self._next_endpoint % len(endpoints)],
+                next_endpoint=self._order.peek(),
             )
             await asyncio.sleep(delay)
 

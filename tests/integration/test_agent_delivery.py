@@ -15,6 +15,7 @@ from telemetry.agent import Agent, MemorySpool
 from telemetry.agent import agent as agent_module
 from telemetry.config import AgentSection, SpoolConfig
 from tests.integration.fake_collector import FakeCollector, reading, scaled, unused_endpoint
+from tests.support import tried_in_order
 
 
 def section(*endpoints: str, **overrides: Any) -> AgentSection:
@@ -30,7 +31,7 @@ def section(*endpoints: str, **overrides: Any) -> AgentSection:
         "shutdown_timeout": scaled(3.0),
     }
     settings.update(overrides)
-    return AgentSection(endpoints=list(endpoints), **settings)
+    return AgentSection(endpoints=tried_in_order(settings["id"], *endpoints), **settings)
 
 
 def spool(max_readings: int = 1_000_000) -> MemorySpool:

@@ -17,7 +17,7 @@ from telemetry.config import AgentSection
 from tests.conftest import StartCollector
 from tests.integration.fake_collector import scaled
 from tests.misbehaving_collector import BlackholeProxy, MisbehavingCollector, recover
-from tests.support import RecordingSink
+from tests.support import RecordingSink, tried_in_order
 
 
 def section(*endpoints: str, **overrides: Any) -> AgentSection:
@@ -32,7 +32,7 @@ def section(*endpoints: str, **overrides: Any) -> AgentSection:
         "shutdown_timeout": scaled(3.0),
         **overrides,
     }
-    return AgentSection(endpoints=list(endpoints), **settings)
+    return AgentSection(endpoints=tried_in_order(settings["id"], *endpoints), **settings)
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
