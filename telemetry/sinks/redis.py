@@ -1,16 +1,16 @@
 """The ``redis`` sink: one stream entry per reading (``XADD``), one script call per batch.
 
-How this works: :meth:`RedisSink.start` connects, checks the server with ``PING`` and loads
-:data:`APPEND` (``SCRIPT LOAD``). A batch is one ``EVALSHA`` of that script with every
-reading's JSON as an argument: the script appends them in order with ``XADD``, on the server.
-A script runs alone, and an ``XADD`` to one stream that the first one could make cannot fail
-after it (the server refuses a script on OOM before it starts), so a batch is appended whole
-or not at all and a retried batch is not half duplicated, as with the MULTI/EXEC it replaces
-(a command per reading cost the client more than the server, docs/benchmarks.md). Each
-entry has one field, ``data``, holding the record's JSON. With
-``maxlen`` the stream is trimmed to about that many entries (``XADD ... MAXLEN ~ N``, which
-trims whole radix-tree nodes: cheap). A server that lost the script (restart, ``SCRIPT
-FLUSH``) gets it again: redis-py's script object sends ``EVAL`` on ``NOSCRIPT``.
+How this works: :meth:`RedisSink.start` connects, checks the server with ``PING`` and registers
+:data:`APPEND` (redis-py loads it at the first call). A batch is one ``EVALSHA`` of that script
+with every reading's JSON as an argument: the script appends them in order with ``XADD``, on
+the server. A script runs alone, and an ``XADD`` to one stream that the first one could make
+cannot fail after it (the server refuses a script on OOM before it starts), so a batch is
+appended whole or not at all and a retried batch is not half duplicated, as with the MULTI/EXEC
+it replaces (a command per reading cost the client more than the server, docs/benchmarks.md).
+Each entry has one field, ``data``, holding the record's JSON. With ``maxlen`` the stream is
+trimmed to about that many entries (``XADD ... MAXLEN ~ N``, which trims whole radix-tree
+nodes: cheap). A server that lost the script (restart, ``SCRIPT FLUSH``) gets it again: redis-
+py's script object loads it on ``NOSCRIPT`` and retries.
 
 The client's own retries are turned off: a lost connection raises
 :class:`TransientSinkError` and the pipeline decides when to retry; the next command opens a
