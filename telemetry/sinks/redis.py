@@ -9,8 +9,8 @@ appended whole or not at all and a retried batch is not half duplicated, as with
 it replaces (a command per reading cost the client more than the server, docs/benchmarks.md).
 Each entry has one field, ``data``, holding the record's JSON. With ``maxlen`` the stream is
 trimmed to about that many entries (``XADD ... MAXLEN ~ N``, which trims whole radix-tree
-nodes: cheap). A server that lost the script (restart, ``SCRIPT FLUSH``) gets it again: redis-
-py's script object loads it on ``NOSCRIPT`` and retries.
+nodes: cheap). A server that lost the script (restart, ``SCRIPT FLUSH``) gets it again:
+redis-py's script object loads it on ``NOSCRIPT`` and retries.
 
 The client's own retries are turned off: a lost connection raises
 :class:`TransientSinkError` and the pipeline decides when to retry; the next command opens a
