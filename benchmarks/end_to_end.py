@@ -26,8 +26,10 @@ from typing import Any
 
 from common import collector, loadavg, machine
 from ingest import best_of, measure, pool
+from sinks import cleanup as drop_destination
 
 from telemetry.bench import Payloads
+from telemetry.runtime import run_async
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 #: Every sink a user can configure that writes somewhere (``null`` is "ingest alone").
@@ -55,32 +57,9 @@ def sink_toml(kind: str, tag: str, tmp: Path) -> str:
 
 
 def cleanup(kind: str, tag: str) -> None:
-    """Remove what a sink created outside the temp directory."""
-    from telemetry.runtime import run_async
-
-    async def drop() -> None:
-        if kind == "postgres":
-            import asyncpg
-
-            conn = await asyncpg.connect(PG_DSN)
-            await conn.execute(f"DROP SCHEMA IF EXISTS bench_{tag} CASCADE")
-            await conn.close()
-        elif kind == "nats":
-            import nats
-
-            nc = await nats.connect("nats://127.0.0.1:4222")
-            with contextlib.suppress(Exception):
-                await nc.jetstream().delete_stream(f"BENCH_{tag}")
-            await nc.close()
-        elif kind == "redis":
-            import redis.asyncio as aioredis
-
-            client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
-            await client.delete(f"bench-{tag}")
-            await client.aclose()
-
+    """Remove what a sink created outside the temp directory (the names of ``sinks.py``)."""
     with contextlib.suppress(Exception):
-        run_async(drop)
+        run_async(lambda: drop_destination(kind, tag))
 
 
 @contextlib.contextmanager
