@@ -1,7 +1,7 @@
 # Two commands from a fresh clone (Python 3.11+ as python3, root for the system packages):
 #   make demo   set up, then run the collector on SQLite with a simulated agent
 #   make test   set up, then run everything CI runs: lint, types, every test, the container check
-# Quicker loops while working: make unit (unit tests, under 20 s), make pytest, make lint,
+# Quicker loops while working: make unit (unit tests, about 30 s), make pytest, make lint,
 # make container-check.
 PYTHON ?= python3
 VENV := .venv
@@ -22,11 +22,15 @@ $(BIN)/telemetry: pyproject.toml examples/telemetry-sink-example/pyproject.toml
 
 setup: $(BIN)/telemetry
 
-# Headless Chromium for the live view's browser test (Debian packages).
+# Headless Chromium for the live view's browser test; nats-server for the relay's 3-node
+# cluster tests, which start their own nodes (Debian packages).
 system-deps:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  $(SUDO) apt-get install -y -qq -o DPkg::Lock::Timeout=300 chromium chromium-driver; }
+	@command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || { \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  $(SUDO) apt-get install -y -qq -o DPkg::Lock::Timeout=300 nats-server; }
 
 demo: setup
 	./scripts/demo.sh
