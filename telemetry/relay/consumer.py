@@ -21,8 +21,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from telemetry.config import RelaySection
 from telemetry.log import get_logger
-from telemetry.redact import redact_url, scrub, url_secrets
-from telemetry.sinks._common import close_quietly
+from telemetry.redact import scrub
+from telemetry.sinks.nats_link import close_nats, connect, logged_servers, secrets_of
 
 log = get_logger("telemetry.relay")
 
@@ -40,12 +40,8 @@ class Consumer:
 
     def __init__(self, config: RelaySection) -> None:
         self.config = config
-        self.servers = [redact_url(url, token_userinfo=True) for url in config.servers]
-        self._secrets = [
-            config.password.get_secret_value() if config.password else None,
-            config.token.get_secret_value() if config.token else None,
-            *(s for url in config.servers for s in url_secrets(url, token_userinfo=True)),
-        ]
+        self.servers = logged_servers(config)
+        self._secrets = secrets_of(config)
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
@@ -65,22 +61,16 @@ class Consumer:
             nc = NatsClient()
             try:
                 async with asyncio.timeout(config.connect_timeout * max(1, len(config.servers))):
-                    await nc.connect(
-                        servers=config.servers,
+                    await connect(
+                        nc,
+                        config,
                         name=f"telemetry-relay-{config.name}",
-                        user=config.user,
-                        password=config.password.get_secret_value() if config.password else None,
-                        token=config.token.get_secret_value() if config.token else None,
-                        connect_timeout=max(1, int(config.connect_timeout)),
-                        allow_reconnect=True,
-                        max_reconnect_attempts=-1,
-                        reconnect_time_wait=1,
                         error_cb=self._on_error,
                         disconnected_cb=self._on_disconnected,
                         reconnected_cb=self._on_reconnected,
                     )
             except (TimeoutError, nats.errors.Error, OSError) as exc:
-                await _close_quietly(nc)
+                await close_nats(nc, log)
                 raise ConsumerError(
                     f"cannot connect to {self.servers}: {self.scrub(repr(exc))}"
                 ) from exc
@@ -165,7 +155,7 @@ class Consumer:
         if nc is not None:
             with contextlib.suppress(nats.errors.Error, OSError):
                 await nc.flush(timeout=2)
-            await _close_quietly(nc)
+            await close_nats(nc, log)
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("nats_error", error=self.scrub(repr(exc)))
@@ -176,9 +166,3 @@ class Consumer:
 
     async def _on_reconnected(self) -> None:
         log.info("nats_reconnected")
-
-
-async def _close_quietly(nc: NatsClient) -> None:
-    await close_quietly(
-        nc.close, errors=(nats.errors.Error, OSError), timeout=5, log=log, event="nats_close_failed"
-    )

@@ -38,8 +38,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, Stream
 
 from telemetry.config import NatsSinkConfig
 from telemetry.log import get_logger
-from telemetry.redact import redact_url, scrub, url_secrets
-from telemetry.sinks._common import close_quietly, sink_name, started
+from telemetry.redact import scrub
+from telemetry.sinks._common import sink_name, started
 from telemetry.sinks._template import Template, escape_nats, nats_subject_matches
 from telemetry.sinks.base import (
     PermanentSinkError,
@@ -51,6 +51,7 @@ from telemetry.sinks.base import (
     content_of,
 )
 from telemetry.sinks.encoding import json_documents
+from telemetry.sinks.nats_link import close_nats, connect, logged_servers, secrets_of
 
 log = get_logger("telemetry.sinks.nats")
 
@@ -76,12 +77,8 @@ class NatsSink:
         self.subject = Template(config.subject, escape_nats)
         self.duplicates = 0  # PubAcks that said "duplicate": copies JetStream dropped
         #: The server URLs as logs may show them: passwords and tokens masked.
-        self.servers = [redact_url(url, token_userinfo=True) for url in config.servers]
-        self._secrets = [
-            config.password.get_secret_value() if config.password else None,
-            config.token.get_secret_value() if config.token else None,
-            *(s for url in config.servers for s in url_secrets(url, token_userinfo=True)),
-        ]
+        self.servers = logged_servers(config)
+        self._secrets = secrets_of(config)
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
 
@@ -101,16 +98,10 @@ class NatsSink:
         nc = NatsClient()
         try:
             async with asyncio.timeout(config.connect_timeout):
-                await nc.connect(
-                    servers=config.servers,
+                await connect(
+                    nc,
+                    config,
                     name=f"telemetry-sink-{self.name}",
-                    user=config.user,
-                    password=config.password.get_secret_value() if config.password else None,
-                    token=config.token.get_secret_value() if config.token else None,
-                    connect_timeout=max(1, int(config.connect_timeout)),
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,  # keep trying; writes fail meanwhile
-                    reconnect_time_wait=1,
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
@@ -119,7 +110,7 @@ class NatsSink:
             if config.create_stream:
                 await self._ensure_stream(js)
         except BaseException as exc:
-            await _close_quietly(nc)
+            await close_nats(nc, log)
             if isinstance(exc, Exception) and not isinstance(exc, PermanentSinkError):
                 raise TransientSinkError(
                     f"nats sink {self.name}: cannot start on {self.servers}: "
@@ -251,7 +242,7 @@ class NatsSink:
         """Drain and close the connection; idempotent."""
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None:
-            await _close_quietly(nc)
+            await close_nats(nc, log)
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("nats_error", sink=self.name, error=self._scrub(repr(exc)))
@@ -262,12 +253,6 @@ class NatsSink:
 
     async def _on_reconnected(self) -> None:
         log.info("nats_reconnected", sink=self.name)
-
-
-async def _close_quietly(nc: NatsClient) -> None:
-    await close_quietly(
-        nc.close, errors=(nats.errors.Error, OSError), timeout=5, log=log, event="nats_close_failed"
-    )
 
 
 def _same_content(record: Record, payload: bytes) -> bool:
