@@ -10,6 +10,8 @@ its best; ratios are computed within the run.
 
     .venv/bin/python benchmarks/end_to_end.py [--sinks sqlite,jsonl] [--workers 1,2]
         [--readings 100000] [--connections 4]
+
+``--sinks sqlite+postgres+nats`` measures one collector with all three sinks (fan-out).
 """
 
 from __future__ import annotations
@@ -141,17 +143,21 @@ def find(rows: list[Row], sink: str, mode: str, workers: int) -> Row | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sinks", default="jsonl,sqlite", help="comma-separated sink types")
+    parser.add_argument(
+        "--sinks",
+        default="jsonl,sqlite",
+        help="comma-separated sink types; a+b+c is one collector with all three (fan-out)",
+    )
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--readings", type=int, default=100_000, help="per scenario and round")
     parser.add_argument("--connections", type=int, default=4)
     args = parser.parse_args()
-    kinds = [k for k in args.sinks.split(",") if k]
-    unknown = sorted(set(kinds) - set(SINKS))
+    kinds = [tuple(k.split("+")) for k in args.sinks.split(",") if k]
+    unknown = sorted({kind for group in kinds for kind in group} - set(SINKS))
     if unknown:
         parser.error(f"unknown sinks {unknown}; known: {', '.join(SINKS)}")
     print(f"# {machine()}")
-    setups = [((kind,), int(w), args.readings) for kind in kinds for w in args.workers.split(",")]
+    setups = [(group, int(w), args.readings) for group in kinds for w in args.workers.split(",")]
     rows = run_matrix(setups, pool(), args.connections)
     print(HEADER)
     for row in rows:

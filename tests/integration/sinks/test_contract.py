@@ -247,6 +247,28 @@ async def test_a_conflict_inside_one_batch_refuses_the_later_reading(backend: Ba
 
 
 @pytest.mark.parametrize("backend", sorted(DEDUPING), indirect=True)
+async def test_a_large_batch_is_stored_once_and_its_conflicts_found_anywhere_in_it(
+    backend: Backend,
+):
+    """A batch larger than one statement's rows (sqlite writes 500 per ``INSERT``): stored
+    once; resent with new readings after it, and a conflict in its last rows, only the
+    conflicting record is refused and the rest is stored once."""
+    assert backend.values is not None
+    sink = backend.make()
+    await sink.start()
+    try:
+        await sink.write(records(0, 1234))
+        batch = [*records(1000, 1700), resent(record(1233), value=-1.0), record(1700)]
+        with pytest.raises(RefusedRecords) as refused:
+            await sink.write(batch)
+    finally:
+        await sink.close()
+    assert list(refused.value.refused) == [700]
+    assert_each_once(await backend.stored(1701), records(0, 1701))
+    assert (await backend.values())[record(1233).id] == [record(1233).value]
+
+
+@pytest.mark.parametrize("backend", sorted(DEDUPING), indirect=True)
 async def test_the_pipeline_reports_a_conflict_without_retrying_or_bisecting(backend: Backend):
     """Through the pipeline: one write, the conflicting reading refused with the sink's name
     and reason, every other reading of the batch written once."""
