@@ -41,6 +41,7 @@ from telemetry.collector.server import listen_error
 from telemetry.collector.workers_http import WorkersHttp
 from telemetry.config import CollectorConfig, ConfigError, env_overrides
 from telemetry.log import get_logger
+from telemetry.tls import TlsError
 
 log = get_logger("telemetry.workers")
 
@@ -212,8 +213,10 @@ class Supervisor:
         refused here, in one line, and no worker is signalled."""
         log.info("reload_requested", workers=len(self.workers))
         try:
-            load_checked(self.config_path)
-        except ConfigError as exc:
+            config = load_checked(self.config_path)
+            if self._http is not None:  # the public HTTP port is this process's own
+                self._http.reload_tls(config)
+        except (ConfigError, TlsError) as exc:
             log.error("reload_refused", errors=str(exc))
             return
         for worker in self.workers:
@@ -237,7 +240,11 @@ class Supervisor:
                 failed = [w.index for w, ok in zip(self.workers, ready, strict=True) if not ok]
                 log.error("worker_start_failed", workers=failed)
                 return await self._stop_all() or 1
-            self._http = WorkersHttp(self, self._session)
+            try:
+                self._http = WorkersHttp(self, self._session)
+            except TlsError as exc:  # the workers loaded these files; changed since?
+                log.error("tls_error", error=str(exc))
+                return await self._stop_all() or 1
             await self._http.start()
             accepting = asyncio.create_task(self._accept_loop())
             log.info(

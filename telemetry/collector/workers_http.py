@@ -13,7 +13,9 @@ the configured ``[http]`` port, asks them all and answers as a single collector 
 The port has the same limits as a collector's (:mod:`.http_guard`: ``max_connections``,
 ``header_timeout``, ``keepalive_timeout``; ``max_tail_subscribers``, ``tail_write_timeout``)
 and the same tokens (:mod:`.http_auth`); its calls to the workers carry a configured token,
-since the workers read the same ``[http] tokens``.
+since the workers read the same ``[http] tokens``. With ``[http.tls]`` it serves HTTPS with
+those files (re-read on SIGHUP, :meth:`WorkersHttp.reload_tls`); the workers' own ports are
+private, on 127.0.0.1, and plain.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from telemetry.collector.http_auth import HttpAuth
 from telemetry.collector.http_guard import ConnectionGuard, GuardedSite, HttpMetrics
 from telemetry.collector.metrics import CONTENT_TYPE
 from telemetry.config import CollectorConfig
+from telemetry.tls import ServerTls, TlsError
 
 
 class Worker(Protocol):
@@ -158,6 +161,8 @@ class WorkersHttp:
         )
         #: Headers of every call to a worker (its token, when the port has tokens).
         self._headers = self._auth.headers()
+        #: The port's TLS (``[http.tls]``); TlsError here when its files do not load.
+        self.tls = ServerTls(http.tls, "http.tls") if http.tls is not None else None
         self._tails: set[asyncio.Task[object]] = set()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -184,9 +189,20 @@ class WorkersHttp:
         )
         await self._runner.setup()
         guard = ConnectionGuard(http.max_connections, http.header_timeout, self.http_metrics)
-        site = GuardedSite(self._runner, http.host, http.port, guard)
+        context = self.tls.context if self.tls is not None else None
+        site = GuardedSite(self._runner, http.host, http.port, guard, ssl_context=context)
         await site.start()
         self.port = site.bound_port
+
+    def reload_tls(self, config: CollectorConfig) -> None:
+        """Re-read ``[http.tls]``'s files into the live context (new handshakes use them);
+        :class:`~telemetry.tls.TlsError`, old files kept, when they do not load or when TLS
+        would be turned on or off (a restart)."""
+        new = config.http.tls
+        if (self.tls is None) != (new is None):
+            raise TlsError("[http.tls] cannot be turned on or off by a reload: restart")
+        if self.tls is not None and new is not None:
+            self.tls.reload(new)
 
     async def close(self) -> None:
         """Stop serving (idempotent)."""

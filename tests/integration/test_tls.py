@@ -506,3 +506,67 @@ async def test_a_tls_client_on_a_plaintext_port_is_named_in_the_collectors_log(
     with capture_logs() as logs, pytest.raises(SendError):
         await send(agent(collector.ingest_port, ca_file=ca.pem))
     assert events(logs, "tls_client_on_plaintext_port")
+
+
+# --- the --workers supervisor's port ------------------------------------------------------------
+
+
+def https_serial(port: int, ca: CA) -> int:
+    """The serial of the certificate served on ``port`` after a verified handshake; raises
+    OSError while nothing (or no TLS) answers."""
+    import socket
+
+    from cryptography import x509
+
+    context = ssl.create_default_context(cafile=str(ca.pem))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=2) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as conn,
+    ):
+        der = conn.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_workers_port_serves_http_tls_and_reloads_it_on_sighup(
+    tmp_path: Path, ca: CA, server_cert: Issued
+) -> None:
+    """``--workers 2`` with [http.tls]: the supervisor's public port speaks HTTPS with those
+    files (plain http gets nothing), and SIGHUP puts replaced files in use."""
+    import http.client
+    import signal
+    import subprocess
+    import urllib.request
+
+    from tests.integration.test_end_to_end import start_workers, wait_for
+
+    tls = f'[http.tls]\ncert_file = "{server_cert.cert}"\nkey_file = "{server_cert.key}"\n'
+    proc, _port, http_port, log = start_workers(tmp_path, tls + '[[sinks]]\ntype = "null"\n')
+    try:
+
+        def serves(serial: int) -> bool:
+            try:
+                return https_serial(http_port, ca) == serial
+            except OSError:
+                return False
+
+        wait_for(proc, log, lambda: serves(server_cert.serial), "https on the workers' port")
+        context = ssl.create_default_context(cafile=str(ca.pem))
+        url = f"https://localhost:{http_port}/healthz"
+        with urllib.request.urlopen(url, context=context, timeout=5) as resp:
+            assert resp.status == 200
+        with pytest.raises((ConnectionError, http.client.HTTPException)):  # no plain answer
+            urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5).read()
+
+        fresh = ca.server(filename="fresh")
+        shutil.copy(fresh.cert, server_cert.cert)
+        shutil.copy(fresh.key, server_cert.key)
+        proc.send_signal(signal.SIGHUP)
+        wait_for(proc, log, lambda: serves(fresh.serial), "the new certificate after SIGHUP")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout(30)) == 0, log.read_text()
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
