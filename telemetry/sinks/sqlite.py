@@ -27,6 +27,7 @@ figures with and without it). Rows are built on the sink's thread
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -48,6 +49,7 @@ from telemetry.sinks.base import (
 )
 from telemetry.sinks.encoding import table_rows
 from telemetry.sinks.latest import SQLITE_LATEST, record_of
+from telemetry.sinks.sqlite_checkpoint import Checkpointer
 from telemetry.sinks.sqlite_retention import Retention
 
 SCHEMA = """
@@ -96,6 +98,8 @@ class SqliteSink:
         self._thread = WorkerThread(f"sink-{self.name}")
         #: ``max_age`` / ``max_rows``: pruned in the background (telemetry.sinks.sqlite_retention).
         self.retention = Retention(self.name, config, self._thread.run)
+        #: WAL checkpoints on a thread of their own (telemetry.sinks.sqlite_checkpoint).
+        self.checkpointer = Checkpointer(self.path, self.name)
 
     async def start(self) -> None:
         """Open the file (WAL mode) and create the table; a file another process holds locked
@@ -118,6 +122,8 @@ class SqliteSink:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.executescript(SCHEMA)
+            self.checkpointer.configure(db)
+            self.checkpointer.start()
         except BaseException:
             db.close()
             raise
@@ -141,6 +147,7 @@ class SqliteSink:
                     db.execute("ROLLBACK")
                     raise
                 db.execute("COMMIT")
+            self.checkpointer.committed(db)
             if db.total_changes - before < len(rows):  # committed; a resend, or a conflict
                 return _conflicts(db, batch, rows)
             return {}
@@ -162,6 +169,7 @@ class SqliteSink:
 
     async def close(self) -> None:
         await self.retention.stop()
+        await asyncio.to_thread(self.checkpointer.stop)  # its last checkpoint may take a while
         db, self._db = self._db, None
         if db is not None:
             await self._thread.run(db.close)
