@@ -204,7 +204,7 @@ def _conflicts(
         if rid is None:
             continue
         theirs = stored.get(rid)
-        if theirs is None:  # cannot happen inside the transaction; nothing to compare with
+        if theirs is None:  # deleted since the insert, by someone else: nothing to compare
             continue
         ours = tuple(row[i] for i in CONTENT)
         if ours == theirs:  # the very row (or a copy of it, inside the batch)

@@ -119,10 +119,10 @@ class Checkpointer:
         finally:
             db.close()
 
-    def _checkpoint(self, db: sqlite3.Connection) -> bool:
-        """One passive checkpoint; True when it copied the whole WAL."""
+    def _checkpoint(self, db: sqlite3.Connection) -> None:
+        """One passive checkpoint; a failure is counted and logged, never raised."""
         try:
-            _busy, pages, copied = db.execute(PASSIVE).fetchone()
+            _busy, pages, _copied = db.execute(PASSIVE).fetchone()
         except sqlite3.Error as exc:
             self.failures += 1
             now = time.monotonic()
@@ -135,9 +135,8 @@ class Checkpointer:
                     failures=self.failures,
                     wal_pages=self.wal_pages,
                 )
-            return False
+            return
         self.checkpoints += 1
         # The WAL's length, whatever was copied: a write that began before this checkpoint
         # ended did not start the WAL over. -1: busy (another process's checkpoint runs).
         self.wal_pages = max(pages, 0)
-        return bool(pages >= 0 and copied >= pages)
