@@ -16,9 +16,9 @@ from aiohttp import web
 from telemetry.collector.http_auth import HttpAuth
 from telemetry.collector.http_guard import (
     ConnectionGuard,
-    GuardedSite,
     HttpMetrics,
     ensure_descriptors,
+    serve_guarded,
 )
 from telemetry.collector.live_http import LiveRoutes
 from telemetry.collector.metrics import CONTENT_TYPE
@@ -64,17 +64,15 @@ class HttpServer:
         app = self.app()
         assert self.http_metrics is not None
         self.guard = ConnectionGuard(http.max_connections, http.header_timeout, self.http_metrics)
-        self._runner = web.AppRunner(
+        self._runner, self.port = await serve_guarded(
             app,
-            access_log=None,
-            handle_signals=False,
-            keepalive_timeout=http.keepalive_timeout,
+            host,
+            port,
+            self.guard,
+            http.keepalive_timeout,
+            ssl_context=ssl_context,
             handler_cancellation=True,  # a tail stream whose client left ends (and frees its slot)
         )
-        await self._runner.setup()
-        site = GuardedSite(self._runner, host, port, self.guard, ssl_context=ssl_context)
-        await site.start()
-        self.port = site.bound_port
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None

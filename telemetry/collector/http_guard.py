@@ -319,3 +319,34 @@ class GuardedSite(web.BaseSite):
         )
         self._server = created
         self.bound_port = created.sockets[0].getsockname()[1] if created.sockets else self._port
+
+
+async def serve_guarded(
+    app: web.Application,
+    host: str,
+    port: int,
+    guard: ConnectionGuard,
+    keepalive_timeout: float,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    handler_cancellation: bool = False,
+) -> tuple[web.AppRunner, int | None]:
+    """Serve ``app`` on ``host:port`` through ``guard``, without access log or signal
+    handlers: what the collector's, the relay's and the ``--workers`` supervisor's ports
+    share. Returns the runner (``cleanup()`` stops it) and the port bound; when the port
+    cannot be bound, the runner is cleaned up and the OSError raised."""
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=keepalive_timeout,
+        handler_cancellation=handler_cancellation,
+    )
+    await runner.setup()
+    site = GuardedSite(runner, host, port, guard, ssl_context=ssl_context)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, site.bound_port

@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector as PromCollector
 
 from telemetry.collector.http_auth import HttpAuth
-from telemetry.collector.http_guard import ConnectionGuard, GuardedSite, HttpMetrics
+from telemetry.collector.http_guard import ConnectionGuard, HttpMetrics, serve_guarded
 from telemetry.collector.metrics import CONTENT_TYPE
 from telemetry.config import CollectorConfig
 from telemetry.tls import ServerTls, TlsError
@@ -180,19 +180,16 @@ class WorkersHttp:
         app.router.add_get("/api/live", self._live)
         app.router.add_get("/api/tail", self._tail)
         app.router.add_route("GET", "/{tail:.*}", self._to_worker_0)
-        self._runner = web.AppRunner(
+        guard = ConnectionGuard(http.max_connections, http.header_timeout, self.http_metrics)
+        self._runner, self.port = await serve_guarded(
             app,
-            access_log=None,
-            handle_signals=False,
-            keepalive_timeout=http.keepalive_timeout,
+            http.host,
+            http.port,
+            guard,
+            http.keepalive_timeout,
+            ssl_context=self.tls.context if self.tls is not None else None,
             handler_cancellation=True,  # a tail stream whose client left ends (and frees its slot)
         )
-        await self._runner.setup()
-        guard = ConnectionGuard(http.max_connections, http.header_timeout, self.http_metrics)
-        context = self.tls.context if self.tls is not None else None
-        site = GuardedSite(self._runner, http.host, http.port, guard, ssl_context=context)
-        await site.start()
-        self.port = site.bound_port
 
     def reload_tls(self, config: CollectorConfig) -> None:
         """Re-read ``[http.tls]``'s files into the live context (new handshakes use them);

@@ -8,7 +8,7 @@ from typing import Protocol
 from aiohttp import web
 
 from telemetry.collector.http_auth import HttpAuth
-from telemetry.collector.http_guard import ConnectionGuard, GuardedSite, HttpMetrics
+from telemetry.collector.http_guard import ConnectionGuard, HttpMetrics, serve_guarded
 from telemetry.collector.metrics import CONTENT_TYPE
 from telemetry.collector.pipeline import Pipeline
 from telemetry.config import RelayConfig
@@ -49,13 +49,9 @@ class RelayHttp:
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
         guard = ConnectionGuard(http.max_connections, http.header_timeout, metrics)
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, keepalive_timeout=http.keepalive_timeout
+        self._runner, self.port = await serve_guarded(
+            app, http.host, http.port, guard, http.keepalive_timeout
         )
-        await self._runner.setup()
-        site = GuardedSite(self._runner, http.host, http.port, guard)
-        await site.start()
-        self.port = site.bound_port
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
